@@ -1,0 +1,3 @@
+from lmlogger.cli import _entry
+
+_entry()

@@ -1,0 +1,401 @@
+"""Per-epoch accounting: which part of a metric's state belongs to which epoch, and tensor reductions.
+
+Two ledgers live here.
+
+:class:`MetricTap` follows one ``torchmetrics.Metric`` through a run. Lightning runs hooks in
+*windows* (a training epoch, a validation run, a test run, the sanity check); at every window
+boundary the tap folds the state accumulated since the last boundary into the window that owned
+it. The fold subtracts the snapshot taken at the previous boundary: exact for ``sum`` and ``cat``
+states, and exact for any state whose snapshot was the default (after ``reset()``). A ``reset()``
+called by user code in the middle of a window is intercepted (on that instance only) and folds
+first, so the epoch state survives it. Boundaries only compare integer update counts unless the
+state changed, so the accounting costs nothing per step.
+
+:class:`TensorLedger` recomputes Lightning's ``reduce_fx`` of plain logged tensors in float64. Step
+values are buffered as device tensors (no host sync) and folded into float64 accumulators every
+``_FOLD_EVERY`` values, so memory is bounded by the number of keys, not steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import data as tm_data
+
+Owner = tuple[str, int]  # (phase, epoch index); phase "sanity" is discarded
+
+_SUM = "sum"
+_CAT = "cat"
+_MAX = "max"
+_MIN = "min"
+_OTHER = "other"
+_REDUCTIONS = {
+    tm_data.dim_zero_sum: _SUM,
+    tm_data.dim_zero_cat: _CAT,
+    tm_data.dim_zero_max: _MAX,
+    tm_data.dim_zero_min: _MIN,
+}
+# Metric.forward() resets the metric internally; those resets are not the user's.
+_FORWARD_CODES = frozenset(
+    fn.__code__
+    for fn in (
+        getattr(Metric, "_forward_full_state_update", None),
+        getattr(Metric, "_forward_reduce_state_update", None),
+        getattr(Metric, "forward", None),
+    )
+    if fn is not None
+)
+
+
+def _reduction_name(fn: Any) -> str:
+    return _REDUCTIONS.get(fn, _OTHER)
+
+
+@dataclass
+class _Piece:
+    """State accumulated by one metric during one stretch of a window."""
+
+    states: dict[str, Any]
+    count: int
+    exact: bool = True
+    reason: str | None = None
+
+
+@dataclass
+class _WindowState:
+    pieces: list[_Piece] = field(default_factory=list)
+    carried: int = 0  # updates present when the window first began (before any reset in it)
+    resets: int = 0
+    reset_before_end: bool = False
+
+
+class _ResetTap:
+    """Instance-level ``reset`` of a tapped metric: folds the state, then resets as usual.
+
+    Copies of the metric (``deepcopy``, pickling) get a plain pass-through, never a second tap.
+    """
+
+    def __init__(self, metric: Metric, tap: MetricTap) -> None:
+        self.metric = metric
+        self.tap = tap
+
+    def __call__(self) -> None:
+        if sys._getframe(1).f_code not in _FORWARD_CODES:
+            self.tap.on_user_reset()
+        type(self.metric).reset(self.metric)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _PassThroughReset:
+        return _PassThroughReset(copy.deepcopy(self.metric, memo))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_PassThroughReset, (self.metric,))
+
+
+class _PassThroughReset:
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def __call__(self) -> None:
+        type(self.metric).reset(self.metric)
+
+
+class MetricTap:
+    """Epoch accounting of one metric instance (see module docstring)."""
+
+    def __init__(self, metric: Metric, attribute: str) -> None:
+        self.metric = metric
+        self.attribute = attribute
+        self.reductions = {name: _reduction_name(fn) for name, fn in metric._reductions.items()}
+        self.owner: Owner | None = None
+        self.windows: dict[Owner, _WindowState] = {}
+        self.phases_updated: set[str] = set()
+        self._shadow: Metric | None = None
+        self._base_count = metric._update_count
+        self._baseline: dict[str, Any] | None = self._snapshot() if self._base_count else None
+        self._installed = False
+
+    # -- installation -------------------------------------------------------------------------
+    def install(self) -> None:
+        if not self._installed and "reset" not in self.metric.__dict__:
+            self.metric.__dict__["reset"] = _ResetTap(self.metric, self)
+            self._installed = True
+
+    def remove(self) -> None:
+        if self._installed and isinstance(self.metric.__dict__.get("reset"), _ResetTap):
+            del self.metric.__dict__["reset"]
+        self._installed = False
+
+    # -- state handling ----------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, red in self.reductions.items():
+            value = getattr(self.metric, name)
+            if isinstance(value, list):
+                out[name] = len(value)
+            elif isinstance(value, Tensor):
+                out[name] = value.detach().clone()
+            else:
+                out[name] = copy.deepcopy(value)
+        return out
+
+    def _delta(self) -> _Piece:
+        count = self.metric._update_count - self._base_count
+        states: dict[str, Any] = {}
+        base = self._baseline
+        exact, reason = True, None
+        for name, red in self.reductions.items():
+            value = getattr(self.metric, name)
+            if base is None:  # the snapshot was the default state: the whole state is new
+                states[name] = list(value) if isinstance(value, list) else _clone(value)
+            elif isinstance(value, list):
+                start = base[name] if isinstance(base[name], int) else 0
+                if red != _CAT or start > len(value):
+                    exact, reason = (
+                        False,
+                        f"list state `{name}` changed in a way that cannot be split by epoch",
+                    )
+                states[name] = list(value[start:])
+            elif red == _SUM and isinstance(value, Tensor):
+                states[name] = value.detach() - base[name]
+            else:
+                exact = False
+                reason = (
+                    f"state `{name}` is reduced with `{red}` and the metric was not reset before the epoch, "
+                    "so the epoch's own part of the state cannot be separated"
+                )
+                states[name] = _clone(value)
+        return _Piece(states, count, exact, reason)
+
+    def fold(self) -> None:
+        """Move what accumulated since the last boundary into the current owner's window."""
+        count = self.metric._update_count
+        if count == self._base_count:
+            return
+        if count < self._base_count:  # reset by something we did not see (e.g. a class-level call)
+            self._baseline = None
+            self._base_count = 0
+        piece = self._delta()
+        if self.owner is not None and piece.count > 0:
+            self.windows.setdefault(self.owner, _WindowState()).pieces.append(piece)
+            self.phases_updated.add(self.owner[0])
+        self._baseline = self._snapshot()
+        self._base_count = count
+
+    def switch(self, owner: Owner | None, begins: bool = False) -> None:
+        """A window boundary: fold into the current owner, then hand the metric to ``owner``."""
+        self.fold()
+        self.owner = owner
+        if owner is not None and begins:
+            window = self.windows.setdefault(owner, _WindowState())
+            window.carried = self._base_count
+
+    def mark_end(self, owner: Owner) -> None:
+        """The window's epoch values are about to be computed (Lightning's epoch end)."""
+        window = self.windows.get(owner)
+        if window is not None and window.resets:
+            window.reset_before_end = True
+
+    def on_user_reset(self) -> None:
+        self.fold()
+        if self.owner is not None:
+            self.windows.setdefault(self.owner, _WindowState()).resets += 1
+        self._baseline = None
+        self._base_count = 0
+
+    def carried(self, owner: Owner) -> int:
+        """Updates from before ``owner`` began that were still in the state at its epoch end."""
+        window = self.windows.get(owner)
+        if window is None or window.reset_before_end:
+            return 0
+        return window.carried
+
+    def pop(self, owner: Owner) -> _WindowState | None:
+        return self.windows.pop(owner, None)
+
+    def window(self, owner: Owner) -> _WindowState | None:
+        return self.windows.get(owner)
+
+    # -- reference -----------------------------------------------------------------------------
+    def merge(self, pieces: list[_Piece]) -> tuple[dict[str, Any] | None, int, str | None]:
+        """Merge pieces into one state: ``(state, update_count, reason_if_impossible)``."""
+        if not pieces:
+            return None, 0, "the metric received no updates in this epoch"
+        for piece in pieces:
+            if not piece.exact:
+                return None, 0, piece.reason
+        merged: dict[str, Any] = {}
+        for name, red in self.reductions.items():
+            values = [p.states[name] for p in pieces]
+            if len(values) == 1:
+                merged[name] = values[0]
+            elif red == _CAT:
+                merged[name] = [t for v in values for t in v]
+            elif red == _SUM:
+                merged[name] = _tree_sum(values)
+            elif red in (_MAX, _MIN):
+                op = torch.maximum if red == _MAX else torch.minimum
+                acc = values[0]
+                for v in values[1:]:
+                    acc = op(acc, v)
+                merged[name] = acc
+            else:
+                return None, 0, f"state `{name}` has a custom reduction and was updated in several stretches"
+        return merged, sum(p.count for p in pieces), None
+
+    def compute(self, state: dict[str, Any], count: int) -> Any:
+        """``compute()`` of a private copy of the metric holding ``state`` (the user's metric is untouched)."""
+        shadow = self._shadow
+        if shadow is None:
+            shadow = self._shadow = _empty_copy(self.metric)
+        type(shadow).reset(shadow)
+        device = getattr(self.metric, "device", None)
+        for name, value in state.items():
+            if isinstance(value, list):
+                value = [v.to(device) if isinstance(v, Tensor) and device is not None else v for v in value]
+            elif isinstance(value, Tensor) and device is not None:
+                value = value.to(device)
+            setattr(shadow, name, value)
+        shadow._update_count = count
+        shadow._computed = None
+        shadow._to_sync = False  # the state is already global (lmlogger merges ranks itself)
+        shadow._should_unsync = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return shadow.compute()
+
+
+def _tree_sum(values: list[Any]) -> Any:
+    acc = values[0]
+    for v in values[1:]:
+        acc = acc + v
+    return acc
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    return copy.deepcopy(value)
+
+
+def _empty_copy(metric: Metric) -> Metric:
+    """A deep copy of ``metric`` that does not copy its (possibly large) state or caches."""
+    memo: dict[int, Any] = {}
+    for name in metric._defaults:
+        value = getattr(metric, name)
+        memo[id(value)] = [] if isinstance(value, list) else value.detach().clone()
+    for name in ("_forward_cache", "_computed", "_cache"):
+        value = metric.__dict__.get(name)
+        if value is not None:
+            memo[id(value)] = None
+    reset = metric.__dict__.get("reset")
+    if reset is not None:
+        memo[id(reset)] = None
+    shadow = copy.deepcopy(metric, memo)
+    shadow.__dict__.pop("reset", None)
+    return shadow
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor reductions
+# ---------------------------------------------------------------------------------------------
+_FOLD_EVERY = 256
+
+
+class TensorLedger:
+    """Float64 recomputation of Lightning's reduction of one key's step values, for one epoch."""
+
+    __slots__ = ("_bs", "_buf", "_versions", "count", "max", "min", "reason", "reduce", "total", "weight")
+
+    def __init__(self, reduce: str) -> None:
+        self.reduce = reduce
+        self._buf: list[Any] = []
+        self._bs: list[int] = []
+        self._versions: list[int] = []
+        self.total: Any = 0.0  # sum of value * batch_size (mean) or of values (sum)
+        self.weight = 0  # sum of batch sizes
+        self.max: Any = -math.inf
+        self.min: Any = math.inf
+        self.count = 0
+        self.reason: str | None = None
+
+    def add(self, value: Any, batch_size: int) -> None:
+        if isinstance(value, Tensor):
+            value = value.detach()
+            self._versions.append(value._version)
+        else:
+            self._versions.append(-1)
+        self._buf.append(value)
+        self._bs.append(batch_size)
+        self.count += 1
+        if len(self._buf) >= _FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        buf, bs, versions = self._buf, self._bs, self._versions
+        self._buf, self._bs, self._versions = [], [], []
+        if not buf:
+            return
+        for v, ver in zip(buf, versions):
+            if isinstance(v, Tensor) and v._version != ver:
+                self.reason = "a logged tensor was modified in place after self.log; its value is unknowable"
+        tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v in buf]
+        device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
+        values = torch.stack([t.reshape(()).to(device=device, dtype=torch.float64) for t in tensors])
+        if self.reduce == "mean":
+            weights = torch.tensor(bs, dtype=torch.float64).to(device, non_blocking=True)
+            self.total = self.total + (values * weights).sum()
+            self.weight += sum(bs)
+        elif self.reduce == "sum":
+            self.total = self.total + values.sum()
+        elif self.reduce == "max":
+            self.max = torch.maximum(
+                torch.as_tensor(self.max, dtype=torch.float64, device=device), values.max()
+            )
+        elif self.reduce == "min":
+            self.min = torch.minimum(
+                torch.as_tensor(self.min, dtype=torch.float64, device=device), values.min()
+            )
+
+    def state(self) -> dict[str, Any]:
+        """Host-side partial state (one sync, at epoch end), mergeable across ranks."""
+        self._fold()
+        return {
+            "reduce": self.reduce,
+            "total": float(self.total),
+            "weight": self.weight,
+            "max": float(self.max),
+            "min": float(self.min),
+            "count": self.count,
+            "reason": self.reason,
+        }
+
+
+def reduce_states(states: list[dict[str, Any]]) -> tuple[float | None, str | None]:
+    """The reduction over the partial states of all ranks: ``(value, reason_if_none)``."""
+    states = [s for s in states if s["count"]]
+    if not states:
+        return None, "no step values were logged in this epoch"
+    for s in states:
+        if s["reason"]:
+            return None, s["reason"]
+    reduce = states[0]["reduce"]
+    if reduce == "mean":
+        weight = sum(s["weight"] for s in states)
+        if weight == 0:
+            return None, "the batch sizes of all steps sum to zero"
+        return math.fsum(s["total"] for s in states) / weight, None
+    if reduce == "sum":
+        return math.fsum(s["total"] for s in states), None
+    if reduce == "max":
+        return max(s["max"] for s in states), None
+    if reduce == "min":
+        return min(s["min"] for s in states), None
+    return None, f"reduce_fx `{reduce}` is a custom reduction lmlogger cannot recompute"

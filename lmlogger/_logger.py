@@ -1,0 +1,317 @@
+"""``VerifiedLogger``: a drop-in wrapper of any Lightning logger."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from lmlogger import _intercept
+from lmlogger._records import Close, ProvenanceRecord, VerificationRecord
+from lmlogger._session import Session
+from lmlogger._verify import DEFAULT_ATOL, DEFAULT_RTOL
+from lmlogger.sinks import make_sink
+
+_ON_MISMATCH = ("warn", "raise", "ignore")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings of a :class:`VerifiedLogger` (see its docstring)."""
+
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    on_mismatch: str = "warn"
+    prefix: str = "lmlogger/reference/"
+
+
+class VerifiedLogger(Logger):
+    """Wrap a Lightning logger so that every epoch value it receives is verified.
+
+    The wrapper is transparent: ``isinstance(VerifiedLogger(tb), TensorBoardLogger)`` holds, and
+    ``name``, ``version``, ``save_dir``, ``log_dir``, ``experiment`` and every other attribute are the
+    wrapped logger's own, so ``trainer.log_dir`` and checkpoint paths do not change. Every value the
+    user logs reaches the wrapped logger unchanged, at the same step. lmlogger adds, beside them,
+    reference values under ``prefix``, a sidecar ``lmlogger/provenance.jsonl`` in the run's log dir
+    and, where the backend has them, a text summary and chart layout (TensorBoard) or tags (MLflow).
+
+    Args:
+        logger: the Lightning logger to wrap (TensorBoardLogger, CSVLogger, MLFlowLogger, your own).
+        rtol: relative tolerance when comparing a logged epoch value with its reference.
+        atol: absolute tolerance for the same comparison.
+        on_mismatch: ``"warn"`` (one warning per key per run), ``"raise"`` (a ``MismatchError`` at
+            epoch end, after the records are written) or ``"ignore"``.
+        prefix: prefix of the reference metrics logged through the wrapped logger.
+
+    Example::
+
+        from lightning.pytorch import Trainer
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from lmlogger import VerifiedLogger
+
+        trainer = Trainer(logger=VerifiedLogger(TensorBoardLogger("logs")))
+    """
+
+    # Names served by the wrapper itself; everything else is the wrapped logger's (see _transparent_class).
+    _lml_logger: Logger
+
+    def __new__(cls, logger: Logger, *args: Any, **kwargs: Any) -> VerifiedLogger:
+        if not isinstance(logger, Logger):
+            raise TypeError(
+                f"VerifiedLogger wraps a `lightning.pytorch.loggers.Logger`, got {type(logger).__name__}. "
+                "Example: VerifiedLogger(TensorBoardLogger('logs'))"
+            )
+        if isinstance(logger, VerifiedLogger):
+            raise ValueError("This logger is already a VerifiedLogger: wrap the original logger once.")
+        return object.__new__(_transparent_class(type(logger)))
+
+    def __init__(
+        self,
+        logger: Logger,
+        *,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
+        prefix: str = "lmlogger/reference/",
+    ) -> None:
+        if on_mismatch not in _ON_MISMATCH:
+            raise ValueError(f"VerifiedLogger(on_mismatch={on_mismatch!r}): expected one of {_ON_MISMATCH}.")
+        if not (rtol >= 0 and atol >= 0):
+            raise ValueError(f"VerifiedLogger(rtol={rtol}, atol={atol}): tolerances must be >= 0.")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"VerifiedLogger(prefix={prefix!r}): expected a non-empty string.")
+        d = self.__dict__
+        d["_lml_logger"] = logger
+        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, prefix)
+        d["_lml_session"] = None
+        d["_lml_sink"] = None
+        d["_lml_held"] = False
+        self._lml_hold()
+
+    # -- transparency helpers ---------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the class does not define: instance attributes of the wrapped logger.
+        try:
+            inner = self.__dict__["_lml_logger"]
+        except KeyError:
+            raise AttributeError(name) from None
+        return getattr(inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_lml_"):
+            self.__dict__[name] = value
+        else:
+            setattr(self._lml_logger, name, value)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # The class is made at run time, so pickle (ddp_spawn, deepcopy) rebuilds through the public one.
+        return (_rebuild, (self._lml_logger, self._lml_options))
+
+    def __repr__(self) -> str:
+        return f"VerifiedLogger({self._lml_logger!r})"
+
+    @property
+    def wrapped(self) -> Logger:
+        """The logger this VerifiedLogger wraps."""
+        return self._lml_logger
+
+    @property
+    def options(self) -> Options:
+        """The verification settings."""
+        return self._lml_options
+
+    @property
+    def sidecar_path(self) -> str | None:
+        """Path of this run's ``lmlogger/provenance.jsonl`` (``None`` before the run starts)."""
+        sink = self._lml_sink
+        return sink.path if sink is not None else None
+
+    # -- Logger API: each call goes to the wrapped logger first, exactly as without lmlogger --------
+    @property
+    def name(self) -> str | None:
+        return self._lml_logger.name
+
+    @property
+    def version(self) -> int | str | None:
+        return self._lml_logger.version
+
+    @property
+    def save_dir(self) -> str | None:
+        return self._lml_logger.save_dir
+
+    @property
+    def root_dir(self) -> str | None:
+        return self._lml_logger.root_dir
+
+    @property
+    def log_dir(self) -> str | None:
+        return self._lml_logger.log_dir
+
+    @property
+    def experiment(self) -> Any:
+        return self._lml_logger.experiment
+
+    @property
+    def group_separator(self) -> str:
+        return self._lml_logger.group_separator
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._lml_logger.log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._lml_logger.log_metrics(metrics, step)
+        session = self._lml_session
+        if session is not None and session.loggers[0] is self:
+            session.on_log_metrics(metrics, step)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        # Lightning calls log_graph(pl_module) at the start of every fit/validate/test run, on every
+        # rank: the one moment a logger sees the module (and so the trainer) before the first batch.
+        self._lml_logger.log_graph(model, input_array)
+        self._lml_attach(model)
+
+    def save(self) -> None:
+        self._lml_logger.save()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._lml_logger.after_save_checkpoint(checkpoint_callback)
+
+    def finalize(self, status: str) -> None:
+        try:
+            self._lml_finish(status)
+        finally:
+            self._lml_logger.finalize(status)
+
+    # -- lmlogger's own lifecycle --------------------------------------------------------------
+    def report(self) -> Any:
+        """The :class:`~lmlogger.AuditReport` of this logger's run so far (read back from its sidecar)."""
+        from lmlogger.audit import audit
+
+        if self.sidecar_path is None:
+            raise RuntimeError(
+                "This VerifiedLogger has not run yet: call it after trainer.fit/validate/test."
+            )
+        return audit(self._lml_sink.run_dir, rtol=self.options.rtol, atol=self.options.atol)
+
+    def _lml_hold(self) -> None:
+        if not self._lml_held:
+            _intercept.acquire()
+            self._lml_held = True
+            weakref.finalize(self, _release_if_held, self.__dict__)
+
+    def _lml_release(self) -> None:
+        if self._lml_held:
+            self._lml_held = False
+            _intercept.release()
+
+    def _lml_attach(self, model: Any) -> None:
+        trainer = getattr(model, "_trainer", None)
+        if trainer is None or self._lml_session is not None:
+            return
+        self._lml_hold()
+        session = _intercept.session_for(trainer)
+        if session is None:
+            session = Session(trainer, model, self)
+            session.start()
+        elif self not in session.loggers:
+            session.loggers.append(self)
+        self._lml_session = session
+        if rank_zero_only.rank == 0:
+            try:
+                sink = self._lml_sink
+                if sink is None or sink.run_key() != _run_key(self._lml_logger):
+                    sink = self._lml_sink = make_sink(self, trainer)
+                stage = trainer.state.fn.value if trainer.state.fn is not None else "unknown"
+                sink.begin(stage)
+            except Exception as err:
+                session._internal_error("opening the sidecar", err)
+
+    def _lml_finish(self, status: str) -> None:
+        session = self._lml_session
+        if session is None:
+            return
+        self.__dict__["_lml_session"] = None
+        if self in session.loggers and all(lg._lml_session is None for lg in session.loggers):
+            session.detach()
+        sink = self._lml_sink
+        if sink is not None and rank_zero_only.rank == 0:
+            try:
+                sink.close(status)
+            except Exception as err:
+                session._internal_error("closing the sidecar", err)
+        self._lml_release()
+
+    def _emit(
+        self, provenance: list[ProvenanceRecord], records: list[VerificationRecord], owner: Any
+    ) -> None:
+        """Write one closed epoch's records (rank 0 only). Called by the session."""
+        sink = self._lml_sink
+        if sink is None or rank_zero_only.rank != 0:
+            return
+        sink.write(provenance, records)
+
+
+def _release_if_held(state: dict[str, Any]) -> None:
+    if state.get("_lml_held"):
+        state["_lml_held"] = False
+        _intercept.release()
+
+
+def _run_key(logger: Logger) -> Any:
+    try:
+        return (logger.save_dir, logger.name, logger.version)
+    except Exception:
+        return None
+
+
+def _rebuild(logger: Logger, options: Options) -> VerifiedLogger:
+    return VerifiedLogger(
+        logger, rtol=options.rtol, atol=options.atol, on_mismatch=options.on_mismatch, prefix=options.prefix
+    )
+
+
+_classes: dict[type, type] = {}
+_DUNDER_KEEP: frozenset[str] = frozenset()
+
+
+def _transparent_class(base: type) -> type:
+    """``VerifiedX(VerifiedLogger, X)`` for the wrapped logger's class ``X``, made once per class.
+
+    Subclassing makes ``isinstance(wrapper, X)`` hold, which Lightning itself relies on
+    (``trainer.log_dir`` and ``ModelCheckpoint`` test for TensorBoardLogger/CSVLogger). Every
+    attribute of ``X`` that VerifiedLogger does not define is turned into a property that reads
+    and writes the wrapped instance, so no method of ``X`` ever runs on the (stateless) wrapper.
+    """
+    cls = _classes.get(base)
+    if cls is not None:
+        return cls
+    own = set()
+    for klass in VerifiedLogger.__mro__:
+        if klass is Logger:
+            break
+        own.update(vars(klass))
+    namespace: dict[str, Any] = {"__module__": __name__, "__qualname__": f"Verified{base.__name__}"}
+    for name in dir(base):
+        if name in own or (name.startswith("__") and name.endswith("__")) or name == "_abc_impl":
+            continue
+        namespace[name] = _delegate(name)
+    cls = type(f"Verified{base.__name__}", (VerifiedLogger, base), namespace)
+    _classes[base] = cls
+    return cls
+
+
+def _delegate(name: str) -> property:
+    def fget(self: VerifiedLogger) -> Any:
+        return getattr(self._lml_logger, name)
+
+    def fset(self: VerifiedLogger, value: Any) -> None:
+        setattr(self._lml_logger, name, value)
+
+    return property(fget, fset, doc=f"The wrapped logger's `{name}`.")
+
+
+def close_record(stage: str, status: str, closed: str) -> Close:
+    return Close(stage=stage, status=status, closed=closed)

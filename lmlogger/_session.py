@@ -1,0 +1,535 @@
+"""One trainer run seen by lmlogger: observation of ``self.log``, epoch windows, verification.
+
+A :class:`Session` is created when a trainer that holds a :class:`~lmlogger.VerifiedLogger` starts a
+run (``fit``, ``validate`` or ``test``) and ends with the logger's ``finalize``. It owns:
+
+* one :class:`_KeyTracker` per Lightning result key (hook, name, dataloader): provenance and the
+  tensor ledger for the current epoch;
+* one :class:`~lmlogger._ledger.MetricTap` per ``Metric`` of the module;
+* a callback (:class:`_WindowCallback`) that marks window boundaries.
+
+Data flows one way: observe -> trackers/taps -> close of an epoch window -> verification records ->
+the sinks of every VerifiedLogger on the trainer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from lmlogger import _intercept
+from lmlogger._distributed import Exchange
+from lmlogger._ledger import MetricTap, Owner, TensorLedger, reduce_states
+from lmlogger._provenance import (
+    METRIC_OBJECT,
+    TENSOR,
+    Classified,
+    PendingNumber,
+    classify,
+    is_step_hook,
+    module_metrics,
+    phase_of,
+    reduce_name,
+)
+from lmlogger._records import ProvenanceRecord, VerificationRecord
+from lmlogger._verify import Facts, judge
+
+if TYPE_CHECKING:
+    from lmlogger._logger import VerifiedLogger
+
+
+class MismatchError(AssertionError):
+    """Raised at epoch end by ``VerifiedLogger(on_mismatch="raise")`` once the records are written."""
+
+
+_LOG_SIGNATURE = inspect.signature(LightningModule.log)
+
+
+@dataclass
+class _KeyTracker:
+    storage_key: str
+    name: str
+    hook: str
+    phase: str
+    step_hook: bool
+    on_step: bool
+    on_epoch: bool
+    reduce: str
+    sync_dist: bool
+    dataloader_idx: int | None
+    epoch_key: str
+    step_key: str
+    kind: str | None = None
+    metric: Any = None
+    attribute: str | None = None
+    pending: PendingNumber | None = None
+    batch_size: int | None = None
+    batch_size_source: str = "default"
+    ledger: TensorLedger | None = None
+    active: bool = False
+    stale: bool = False
+    last_forward: Any = None
+    recorded: tuple[str | None, str | None] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.epoch_key if self.on_epoch else self.step_key
+
+    def provenance(self) -> ProvenanceRecord:
+        keys = (self.step_key, self.epoch_key) if self.on_step and self.on_epoch else (self.key,)
+        return ProvenanceRecord(
+            key=self.key,
+            name=self.name,
+            kind=self.kind or TENSOR,
+            hook=self.hook,
+            phase=self.phase,
+            on_step=self.on_step,
+            on_epoch=self.on_epoch,
+            reduce_fx=self.reduce,
+            sync_dist=self.sync_dist,
+            batch_size=self.batch_size,
+            batch_size_source=self.batch_size_source,
+            dataloader_idx=self.dataloader_idx,
+            logged_keys=keys,
+            metric_attribute=self.attribute,
+            metric_class=type(self.metric).__name__ if self.metric is not None else None,
+        )
+
+
+@dataclass
+class _Capture:
+    """Epoch values the wrapped loggers received while a window was closing."""
+
+    phase: str
+    values: dict[str, tuple[float, int | None]] = field(default_factory=dict)
+
+
+class Session:
+    """See module docstring."""
+
+    def __init__(self, trainer: Any, module: LightningModule, owner: VerifiedLogger) -> None:
+        self.trainer = trainer
+        self.module = module
+        self.loggers: list[VerifiedLogger] = [owner]
+        self.options = owner.options
+        self.trackers: dict[str, _KeyTracker | None] = {}
+        self.metrics = module_metrics(module)
+        self.taps: dict[int, MetricTap] = {}
+        for attribute, metric in self.metrics:
+            self._tap(metric, attribute)
+        self.owner: Owner | None = None
+        self.outer: Owner | None = None  # the training epoch a validation run interrupts
+        self.capture: _Capture | None = None
+        self.open_train: Owner | None = None
+        self.warned: set[str] = set()
+        self.records: list[VerificationRecord] = []
+        self.failed_internally: str | None = None
+        self.exchange = Exchange(trainer)
+        self.callback = _WindowCallback(self)
+        self.closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _tap(self, metric: Any, attribute: str | None) -> MetricTap:
+        tap = self.taps.get(id(metric))
+        if tap is None:
+            tap = self.taps[id(metric)] = MetricTap(metric, attribute or type(metric).__name__)
+            tap.install()
+        return tap
+
+    def start(self) -> None:
+        self.trainer.callbacks.insert(0, self.callback)
+        _intercept.register(self.trainer, self)
+
+    def detach(self) -> None:
+        _intercept.unregister(self.trainer)
+        if self.callback in self.trainer.callbacks:
+            self.trainer.callbacks.remove(self.callback)
+        for tap in self.taps.values():
+            tap.remove()
+
+    def _internal_error(self, where: str, err: BaseException) -> None:
+        """lmlogger's own failure: one warning per run; training goes on, verdicts become unverified."""
+        if self.failed_internally is None:
+            rank_zero_warn(
+                f"lmlogger: internal error while {where} ({type(err).__name__}: {err}). Training continues; "
+                "affected keys are reported as `unverified`. Please report this at the lmlogger issue tracker."
+            )
+        self.failed_internally = f"lmlogger internal error while {where}: {type(err).__name__}: {err}"
+
+    # -- observation (hot path: every self.log) ---------------------------------------------------
+    def observe(self, module: LightningModule, name: str, value: Any, args: tuple, kwargs: dict) -> None:
+        try:
+            self._observe(module, name, value, args, kwargs)
+        except Exception as err:  # never break training
+            self._internal_error(f"recording self.log({name!r})", err)
+
+    def _observe(self, module: LightningModule, name: str, value: Any, args: tuple, kwargs: dict) -> None:
+        if args:  # positional options are rare: bind them once to named ones
+            kwargs = _LOG_SIGNATURE.bind(module, name, value, *args, **kwargs).arguments
+        fx = module._current_fx_name
+        results = self.trainer._results
+        if fx is None or results is None:
+            return
+        dl = results.dataloader_idx
+        storage_key = f"{fx}.{name}"
+        if dl is not None and kwargs.get("add_dataloader_idx", True):
+            storage_key += f".{dl}"
+        tracker = self.trackers.get(storage_key, False)
+        if tracker is False:
+            tracker = self.trackers[storage_key] = self._new_tracker(results, storage_key)
+        if tracker is None:
+            return
+
+        classified = classify(value, self.metrics)
+        if isinstance(classified, PendingNumber):
+            tracker.pending = classified
+            if tracker.kind is None:
+                tracker.kind = TENSOR
+        else:
+            tracker.pending = None
+            if classified.kind != tracker.kind or classified.metric is not tracker.metric:
+                tracker.kind, tracker.metric = classified.kind, classified.metric
+                tracker.attribute = classified.attribute
+                if classified.metric is not None:
+                    tap = self._tap(classified.metric, classified.attribute)
+                    tracker.attribute = tracker.attribute or tap.attribute
+
+        batch_size = kwargs.get("batch_size")
+        if batch_size is None:
+            batch_size = results.batch_size
+            source = "inferred" if batch_size is not None else "default"
+            if batch_size is None:
+                batch_size = 1
+        else:
+            source = "given"
+        if tracker.batch_size is None:
+            tracker.batch_size, tracker.batch_size_source = int(batch_size), source
+
+        if tracker.on_epoch and tracker.kind == TENSOR:
+            if tracker.ledger is None:
+                tracker.ledger = TensorLedger(tracker.reduce)
+            tracker.ledger.add(value, int(batch_size))
+        if tracker.kind == METRIC_OBJECT and tracker.on_step:
+            forward = value._forward_cache
+            if forward is None or forward is tracker.last_forward:
+                tracker.stale = True
+            tracker.last_forward = forward
+        tracker.active = True
+
+    def _new_tracker(self, results: Any, storage_key: str) -> _KeyTracker | None:
+        result = results.get(storage_key)
+        if result is None:
+            return None
+        meta = result.meta
+        if not meta.logger:
+            return None  # never reaches a logger: nothing to verify
+        suffix = ""
+        if meta.add_dataloader_idx and meta.dataloader_idx is not None:
+            suffix = results.DATALOADER_SUFFIX.format(meta.dataloader_idx)
+        hook = meta.fx.split(".", 1)[0]
+        return _KeyTracker(
+            storage_key=storage_key,
+            name=meta.name,
+            hook=hook,
+            phase=phase_of(hook),
+            step_hook=is_step_hook(hook),
+            on_step=meta.on_step,
+            on_epoch=meta.on_epoch,
+            reduce=reduce_name(meta),
+            sync_dist=bool(meta.sync.should),
+            dataloader_idx=meta.dataloader_idx,
+            epoch_key=meta.forked_name(False) + suffix,
+            step_key=meta.forked_name(True) + suffix,
+        )
+
+    # -- capture of epoch values sent to the loggers ---------------------------------------------
+    def on_log_metrics(self, metrics: dict[str, Any], step: int | None) -> None:
+        capture = self.capture
+        if capture is None:
+            return
+        try:
+            for key, value in metrics.items():
+                capture.values[key] = (_to_float(value), step)
+        except Exception as err:
+            self._internal_error("reading epoch values", err)
+
+    # -- windows ------------------------------------------------------------------------------
+    def begin(self, owner: Owner) -> None:
+        self.owner = owner
+        for tap in self.taps.values():
+            tap.switch(owner, begins=True)
+
+    def end(self, owner: Owner) -> None:
+        """Lightning is about to compute the epoch values of ``owner``."""
+        for tap in self.taps.values():
+            tap.switch(None)
+            tap.mark_end(owner)
+        self.owner = None
+        self.capture = _Capture(owner[0])
+
+    def resume(self, owner: Owner | None) -> None:
+        self.owner = owner
+        for tap in self.taps.values():
+            tap.switch(owner)
+
+    def close(self, owner: Owner, discard: bool = False) -> None:
+        """Verify every epoch-level key of ``owner``'s phase and hand the records to the sinks."""
+        capture, self.capture = self.capture, None
+        phase = owner[0]
+        trackers = [t for t in self.trackers.values() if t is not None and t.phase == phase and t.active]
+        if discard or phase == "sanity":
+            for tracker in self.trackers.values():
+                if tracker is not None and tracker.phase == "val":
+                    tracker.active, tracker.ledger, tracker.stale = False, None, False
+            for tap in self.taps.values():
+                tap.pop(owner)
+            return
+        try:
+            records = self._verify(owner, trackers, capture)
+        except Exception as err:
+            self._internal_error(f"verifying the {phase} epoch {owner[1]}", err)
+            records = []
+        finally:
+            for tap in self.taps.values():
+                tap.pop(owner)
+            for tracker in trackers:
+                tracker.active, tracker.ledger, tracker.stale = False, None, False
+        provenance = []
+        for tracker in trackers:
+            state = (tracker.kind, tracker.attribute)
+            if tracker.recorded != state:
+                provenance.append(tracker.provenance())
+                tracker.recorded = state
+        self.records.extend(records)
+        for logger in self.loggers:
+            logger._emit(provenance, records, owner)
+        self._report(records)
+
+    def _verify(self, owner: Owner, trackers: list[_KeyTracker], capture: _Capture | None) -> list:
+        opts = self.options
+        for tracker in trackers:
+            if tracker.pending is not None:
+                resolved: Classified = tracker.pending.resolve()
+                tracker.pending = None
+                tracker.kind, tracker.metric, tracker.attribute = (
+                    resolved.kind,
+                    resolved.metric,
+                    resolved.attribute,
+                )
+        # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
+        # Local states are built defensively so that every rank always reaches the collective.
+        metric_taps = {
+            self.taps[id(t.metric)].attribute: self.taps[id(t.metric)]
+            for t in trackers
+            if t.metric is not None
+        }
+        try:
+            local_tensor = {
+                t.storage_key: t.ledger.state() for t in trackers if t.on_epoch and t.ledger is not None
+            }
+            local_pieces = {}
+            for attribute, tap in metric_taps.items():
+                window = tap.window(owner)
+                local_pieces[attribute] = window.pieces if window is not None else []
+        except Exception as err:
+            self._internal_error("collecting epoch states", err)
+            local_tensor, local_pieces = {}, {}
+        gathered_tensor, gathered_pieces = self.exchange.gather(local_tensor, local_pieces)
+
+        references: dict[str, tuple[float | None, str | None]] = {}
+        for attribute, tap in metric_taps.items():
+            state, count, reason = tap.merge(gathered_pieces.get(attribute, []))
+            if state is None:
+                references[attribute] = (None, reason)
+                continue
+            try:
+                value = tap.compute(state, count)
+            except Exception as err:
+                references[attribute] = (
+                    None,
+                    f"compute() of the epoch state raised {type(err).__name__}: {err}",
+                )
+                continue
+            references[attribute] = _scalar(value)
+
+        records = []
+        values = capture.values if capture is not None else {}
+        world = self.exchange.world_size
+        for tracker in trackers:
+            if not tracker.on_epoch:
+                continue
+            logged, step = values.get(tracker.epoch_key, (None, None))
+            if tracker.kind == TENSOR:
+                if tracker.reduce not in ("mean", "sum", "max", "min"):
+                    reference, reason = (
+                        None,
+                        f"reduce_fx `{tracker.reduce}` is custom; lmlogger cannot recompute it",
+                    )
+                else:
+                    reference, reason = reduce_states(gathered_tensor.get(tracker.storage_key, []))
+            else:
+                tap_attr = (
+                    self.taps[id(tracker.metric)].attribute if id(tracker.metric) in self.taps else None
+                )
+                reference, reason = references.get(tap_attr, (None, "metric not tracked"))
+            if self.failed_internally:
+                reference, reason = None, self.failed_internally
+            tap = self.taps.get(id(tracker.metric)) if tracker.metric is not None else None
+            facts = Facts(
+                name=tracker.name,
+                kind=tracker.kind or TENSOR,
+                hook=tracker.hook,
+                step_hook=tracker.step_hook,
+                on_step=tracker.on_step,
+                on_epoch=tracker.on_epoch,
+                attribute=tracker.attribute,
+                phase=tracker.phase,
+                carried=tap.carried(owner) if tap is not None else 0,
+                shared=tap is not None and len(tap.phases_updated - {"sanity"}) > 1,
+                stale=tracker.stale,
+                rank_local=world > 1 and tracker.kind == TENSOR and not tracker.sync_dist,
+            )
+            verdict, findings, fix, reason = judge(facts, logged, reference, reason, opts.rtol, opts.atol)
+            records.append(
+                VerificationRecord(
+                    key=tracker.epoch_key,
+                    phase=tracker.phase,
+                    epoch=owner[1],
+                    step=step,
+                    logged=logged,
+                    reference=reference,
+                    verdict=verdict,
+                    findings=tuple(findings),
+                    reason=reason,
+                    fix=fix,
+                )
+            )
+        return records
+
+    def _report(self, records: list[VerificationRecord]) -> None:
+        mismatches = [r for r in records if r.verdict == "mismatch"]
+        mode = self.options.on_mismatch
+        if not mismatches or mode == "ignore":
+            return
+        if mode == "raise":
+            raise MismatchError("lmlogger: " + "; ".join(_describe(r) for r in mismatches))
+        for record in mismatches:
+            if record.key not in self.warned:
+                self.warned.add(record.key)
+                rank_zero_warn(f"lmlogger: {_describe(record)}", category=UserWarning)
+
+
+def _describe(record: VerificationRecord) -> str:
+    text = (
+        f"`{record.key}` logged {record.logged:.6g} for {record.phase} epoch {record.epoch}, "
+        f"but the epoch value is {record.reference:.6g}"
+    )
+    if record.findings:
+        text += f" ({', '.join(record.findings)})"
+    if record.fix:
+        text += f". Fix: {record.fix}"
+    return text
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, Tensor):
+        return float(value.detach().double().cpu())
+    return float(value)
+
+
+def _scalar(value: Any) -> tuple[float | None, str | None]:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value.detach().double().cpu()), None
+    if isinstance(value, (int, float)):
+        return float(value), None
+    return None, f"compute() returned {type(value).__name__}, not a scalar"
+
+
+class _WindowCallback(Callback):
+    """Marks epoch windows for the session. Inserted first in ``trainer.callbacks`` so that its
+    epoch-end hooks run before the module's (where users call ``reset()``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @property
+    def state_key(self) -> str:
+        return "lmlogger._WindowCallback"
+
+    def _guard(self, where: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except MismatchError:
+            raise
+        except Exception as err:
+            self.session._internal_error(where, err)
+
+    # training
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        s = self.session
+        if s.open_train is not None:
+            self._guard("closing the training epoch", s.close, s.open_train)
+        s.open_train = ("train", trainer.current_epoch)
+        self._guard("starting the training epoch", s.begin, s.open_train)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        s = self.session
+        if s.open_train is not None:
+            self._guard("ending the training epoch", s.end, s.open_train)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        s = self.session
+        if s.open_train is not None:
+            owner, s.open_train = s.open_train, None
+            self._guard("closing the training epoch", s.close, owner)
+
+    # validation / test
+    def _eval_start(self, trainer: Any, phase: str) -> None:
+        s = self.session
+        s.outer = s.owner if s.owner is not None and s.owner[0] == "train" else None
+        owner = ("sanity", 0) if trainer.sanity_checking else (phase, trainer.current_epoch)
+        self._guard(f"starting the {phase} epoch", s.begin, owner)
+        s._eval_owner = owner  # type: ignore[attr-defined]
+
+    def _eval_epoch_end(self, trainer: Any) -> None:
+        s = self.session
+        owner = getattr(s, "_eval_owner", None)
+        if owner is not None:
+            self._guard("ending an evaluation epoch", s.end, owner)
+
+    def _eval_end(self, trainer: Any) -> None:
+        s = self.session
+        owner = getattr(s, "_eval_owner", None)
+        s._eval_owner = None  # type: ignore[attr-defined]
+        if owner is not None:
+            self._guard("closing an evaluation epoch", s.close, owner)
+        self._guard("resuming the training epoch", s.resume, s.outer)
+        s.outer = None
+
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_start(trainer, "val")
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_epoch_end(trainer)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_end(trainer)
+
+    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_start(trainer, "test")
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_epoch_end(trainer)
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_end(trainer)
+
+
+def warn_once(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)

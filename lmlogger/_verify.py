@@ -1,0 +1,110 @@
+"""Verdicts, findings and fixes: pure functions over numbers and provenance facts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+
+#: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
+#: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What is known about one key in one epoch, as input to :func:`judge`."""
+
+    name: str
+    kind: str
+    hook: str
+    step_hook: bool
+    on_step: bool
+    on_epoch: bool
+    attribute: str | None
+    phase: str
+    carried: int = 0
+    shared: bool = False
+    stale: bool = False
+    rank_local: bool = False
+
+
+def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
+    """``match`` or ``mismatch`` (NaN equals NaN; infinities must be equal)."""
+    if logged is None or reference is None:
+        return "unverified"
+    if math.isnan(logged) or math.isnan(reference):
+        return "match" if math.isnan(logged) and math.isnan(reference) else "mismatch"
+    if math.isinf(logged) or math.isinf(reference):
+        return "match" if logged == reference else "mismatch"
+    return "match" if abs(logged - reference) <= atol + rtol * abs(reference) else "mismatch"
+
+
+def findings_for(facts: Facts, verdict: str) -> list[str]:
+    """Finding codes (DESIGN.md) that explain ``verdict`` or describe a risk in the logging pattern."""
+    found: list[str] = []
+    if verdict == "mismatch":
+        if facts.kind == METRIC_COMPUTE and facts.step_hook and facts.on_epoch:
+            found.append("running-value-averaged")
+        if facts.kind == METRIC_FORWARD and facts.on_epoch and facts.step_hook:
+            found.append("batch-values-averaged")
+    if facts.carried and facts.kind != TENSOR:
+        found.append("state-carried-over")
+    if facts.rank_local:
+        found.append("rank-local")
+    if facts.stale:
+        found.append("stale-step-value")
+    if facts.shared:
+        found.append("shared-metric")
+    return found
+
+
+def fix_for(facts: Facts, findings: list[str]) -> str | None:
+    """A concrete change to the user's code for the first finding that has one."""
+    attr = f"self.{facts.attribute}" if facts.attribute else "self.<metric>"
+    name = facts.name
+    for code in findings:
+        if code in ("running-value-averaged", "batch-values-averaged"):
+            on_step = "True" if (facts.on_step and code == "batch-values-averaged") else "False"
+            return f'self.log("{name}", {attr}, on_epoch=True, on_step={on_step})'
+        if code == "state-carried-over":
+            if facts.kind == METRIC_OBJECT:
+                return f'{attr}.reset() at the start of each epoch, or log it only with self.log("{name}", {attr})'
+            return f"{attr}.reset() in on_{_hook_phase(facts.phase)}_epoch_end, right after logging {name!r}"
+        if code == "rank-local":
+            return f'self.log("{name}", ..., sync_dist=True)'
+        if code == "shared-metric":
+            return f"use one metric instance per phase (e.g. self.train_{_short(attr)} and self.val_{_short(attr)})"
+        if code == "stale-step-value":
+            return f'call {attr}(preds, target) (forward) before self.log("{name}", {attr}, on_step=True)'
+    return None
+
+
+def _hook_phase(phase: str) -> str:
+    return {"train": "train", "val": "validation", "test": "test"}.get(phase, phase)
+
+
+def _short(attr: str) -> str:
+    return attr.rsplit(".", 1)[-1].removeprefix("train_").removeprefix("val_").removeprefix("test_")
+
+
+def judge(
+    facts: Facts, logged: float | None, reference: float | None, reason: str | None, rtol: float, atol: float
+) -> tuple[str, list[str], str | None, str | None]:
+    """``(verdict, findings, fix, reason)`` for one key and epoch."""
+    if logged is None and reason is None:
+        reason = "no epoch value for this key reached the logger"
+    if reference is None or logged is None:
+        verdict = "unverified"
+    else:
+        verdict = compare(logged, reference, rtol, atol)
+        reason = None
+    findings = findings_for(facts, verdict)
+    fix = fix_for(facts, findings) if verdict == "mismatch" or findings else None
+    return verdict, findings, fix, reason
+
+
+def kinds_with_metric() -> tuple[str, ...]:
+    return (METRIC_OBJECT, METRIC_COMPUTE, METRIC_FORWARD)

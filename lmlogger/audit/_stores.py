@@ -1,0 +1,101 @@
+"""Reading the backend's own store (metrics.csv, TensorBoard event files) to check the sidecar.
+
+The sidecar says which value each epoch key had when the logger received it; the store says what
+was written. They must agree: a disagreement means the store was edited, the run dir mixes runs,
+or a logger dropped values.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import os
+from typing import Any
+
+from lmlogger.audit._model import RunReport
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= 1e-6 + 1e-5 * abs(b)
+
+
+def read_csv_metrics(path: str, keys: set[str]) -> dict[str, dict[int, float]]:
+    """``{key: {step: value}}`` for ``keys`` from a CSVLogger ``metrics.csv``."""
+    out: dict[str, dict[int, float]] = {k: {} for k in keys}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                step = int(float(row.get("step") or "nan"))
+            except ValueError:
+                continue
+            for key in keys:
+                cell = row.get(key)
+                if cell not in (None, ""):
+                    out[key][step] = float(cell)
+    return out
+
+
+def read_tb_scalars(run_dir: str, keys: set[str]) -> dict[str, dict[int, float]]:
+    """``{key: {step: value}}`` for ``keys`` from the event files of ``run_dir`` (tensorboard's reader).
+
+    Only the records of the wanted tags are decoded: the loader yields raw events and the audit
+    skips every summary value whose tag it does not need.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    out: dict[str, dict[int, float]] = {k: {} for k in keys}
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in EventFileLoader(path).Load():
+            if not event.HasField("summary"):
+                continue
+            for value in event.summary.value:
+                if value.tag not in out:
+                    continue
+                if value.HasField("simple_value"):
+                    number = float(value.simple_value)
+                else:
+                    number = float(tensor_util.make_ndarray(value.tensor).item())
+                out[value.tag][event.step] = number
+    return out
+
+
+def cross_check(run_dir: str, report: RunReport) -> list[str]:
+    """Disagreements between the sidecar's logged epoch values and the backend store."""
+    wanted: dict[str, list[Any]] = {}
+    for key in report.keys:
+        for epoch in key.epochs:
+            if epoch.logged is not None and epoch.step is not None:
+                wanted.setdefault(key.key, []).append(epoch)
+    if not wanted:
+        return []
+    store: dict[str, dict[int, float]] | None = None
+    name = None
+    if report.backend == "csv" and os.path.isfile(os.path.join(run_dir, "metrics.csv")):
+        store, name = read_csv_metrics(os.path.join(run_dir, "metrics.csv"), set(wanted)), "metrics.csv"
+    elif report.backend == "tensorboard" and glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
+        try:
+            store, name = read_tb_scalars(run_dir, set(wanted)), "TensorBoard event files"
+        except ImportError:
+            return [
+                "tensorboard is not installed: the event files were not checked (pip install 'lmlogger[tensorboard]')"
+            ]
+    if store is None:
+        return []
+    problems = []
+    for key, epochs in wanted.items():
+        for epoch in epochs:
+            stored = store.get(key, {}).get(epoch.step)
+            if stored is None:
+                problems.append(
+                    f"{key}: epoch {epoch.epoch} (step {epoch.step}) is in the sidecar but not in {name}"
+                )
+            elif not _close(stored, epoch.logged):
+                problems.append(
+                    f"{key}: epoch {epoch.epoch} (step {epoch.step}) is {stored:.6g} in {name} "
+                    f"but {epoch.logged:.6g} in the sidecar"
+                )
+    return problems

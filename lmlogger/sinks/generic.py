@@ -1,0 +1,125 @@
+"""The sink every backend gets: the sidecar file and reference metrics through the wrapped logger."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from lmlogger._records import Close, Header, ProvenanceRecord, VerificationRecord, to_json
+from lmlogger._versions import versions
+
+SIDECAR = os.path.join("lmlogger", "provenance.jsonl")
+
+
+class Sink(Protocol):
+    """What a VerifiedLogger writes to. One instance per wrapped logger and run directory."""
+
+    path: str
+    run_dir: str
+
+    def run_key(self) -> Any: ...
+    def begin(self, stage: str) -> None: ...
+    def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None: ...
+    def close(self, status: str) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_dir_of(logger: Any, trainer: Any) -> str:
+    """The directory of the wrapped logger's run, where the sidecar goes."""
+    log_dir = getattr(logger, "log_dir", None)
+    if isinstance(log_dir, str) and log_dir:
+        return log_dir
+    save_dir = logger.save_dir
+    if save_dir:
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(save_dir, str(logger.name), version)
+    return os.path.join(trainer.default_root_dir, "lmlogger_runs", str(logger.name), str(logger.version))
+
+
+class GenericSink:
+    """Appends records to ``<run dir>/lmlogger/provenance.jsonl`` and logs reference metrics."""
+
+    def __init__(self, vlogger: Any, trainer: Any) -> None:
+        self.vlogger = vlogger
+        self.logger = vlogger.wrapped
+        self.prefix = vlogger.options.prefix
+        self.run_dir = self._run_dir(trainer)
+        self.path = os.path.join(self.run_dir, SIDECAR)
+        self.stage = "unknown"
+        self._key = self.run_key()
+
+    def _run_dir(self, trainer: Any) -> str:
+        return run_dir_of(self.logger, trainer)
+
+    def run_key(self) -> Any:
+        try:
+            return (self.logger.save_dir, self.logger.name, self.logger.version)
+        except Exception:
+            return None
+
+    def run_info(self) -> dict[str, Any]:
+        return {
+            "name": _plain(getattr(self.logger, "name", None)),
+            "version": _plain(getattr(self.logger, "version", None)),
+            "save_dir": _plain(getattr(self.logger, "save_dir", None)),
+            "log_dir": self.run_dir,
+        }
+
+    # -- sidecar ------------------------------------------------------------------------------
+    def _append(self, records: list[Any]) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(to_json(record), allow_nan=False, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def begin(self, stage: str) -> None:
+        self.stage = stage
+        vlogger = self.vlogger
+        header = Header(
+            stage=stage,
+            logger=type(self.logger).__name__,
+            run=self.run_info(),
+            versions=versions(),
+            created=_now(),
+            options={
+                "rtol": vlogger.options.rtol,
+                "atol": vlogger.options.atol,
+                "on_mismatch": vlogger.options.on_mismatch,
+                "prefix": vlogger.options.prefix,
+            },
+        )
+        self._append([header])
+
+    def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None:
+        self._append([*provenance, *records])
+        self.log_references(records)
+
+    def close(self, status: str) -> None:
+        self._append([Close(stage=self.stage, status=status, closed=_now())])
+
+    # -- extra metrics ------------------------------------------------------------------------
+    def log_references(self, records: list[VerificationRecord]) -> None:
+        by_step: dict[int | None, dict[str, float]] = defaultdict(dict)
+        for record in records:
+            if record.reference is not None and math.isfinite(record.reference):
+                by_step[record.step][self.prefix + record.key] = record.reference
+        for step, metrics in by_step.items():
+            self.logger.log_metrics(metrics, step)
+        if by_step:
+            self.logger.save()
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
