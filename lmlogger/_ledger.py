@@ -136,7 +136,7 @@ class MetricTap:
     # -- state handling ----------------------------------------------------------------------
     def _snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, red in self.reductions.items():
+        for name in self.reductions:
             value = getattr(self.metric, name)
             if isinstance(value, list):
                 out[name] = len(value)
@@ -343,7 +343,7 @@ class TensorLedger:
         self._buf, self._bs, self._versions = [], [], []
         if not buf:
             return
-        for v, ver in zip(buf, versions):
+        for v, ver in zip(buf, versions, strict=True):
             if isinstance(v, Tensor) and v._version != ver:
                 self.reason = "a logged tensor was modified in place after self.log; its value is unknowable"
         tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v in buf]
@@ -356,13 +356,9 @@ class TensorLedger:
         elif self.reduce == "sum":
             self.total = self.total + values.sum()
         elif self.reduce == "max":
-            self.max = torch.maximum(
-                torch.as_tensor(self.max, dtype=torch.float64, device=device), values.max()
-            )
+            self.max = torch.maximum(torch.as_tensor(self.max, dtype=torch.float64, device=device), values.max())
         elif self.reduce == "min":
-            self.min = torch.minimum(
-                torch.as_tensor(self.min, dtype=torch.float64, device=device), values.min()
-            )
+            self.min = torch.minimum(torch.as_tensor(self.min, dtype=torch.float64, device=device), values.min())
 
     def state(self) -> dict[str, Any]:
         """Host-side partial state (one sync, at epoch end), mergeable across ranks."""

@@ -191,9 +191,7 @@ class VerifiedLogger(Logger):
         from lmlogger.audit import audit
 
         if self.sidecar_path is None:
-            raise RuntimeError(
-                "This VerifiedLogger has not run yet: call it after trainer.fit/validate/test."
-            )
+            raise RuntimeError("This VerifiedLogger has not run yet: call it after trainer.fit/validate/test.")
         return audit(self._lml_sink.run_dir, rtol=self.options.rtol, atol=self.options.atol)
 
     def _lml_hold(self) -> None:
@@ -244,9 +242,7 @@ class VerifiedLogger(Logger):
                 session._internal_error("closing the sidecar", err)
         self._lml_release()
 
-    def _emit(
-        self, provenance: list[ProvenanceRecord], records: list[VerificationRecord], owner: Any
-    ) -> None:
+    def _emit(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord], owner: Any) -> None:
         """Write one closed epoch's records (rank 0 only). Called by the session."""
         sink = self._lml_sink
         if sink is None or rank_zero_only.rank != 0:

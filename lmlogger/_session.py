@@ -325,14 +325,10 @@ class Session:
         # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
         # Local states are built defensively so that every rank always reaches the collective.
         metric_taps = {
-            self.taps[id(t.metric)].attribute: self.taps[id(t.metric)]
-            for t in trackers
-            if t.metric is not None
+            self.taps[id(t.metric)].attribute: self.taps[id(t.metric)] for t in trackers if t.metric is not None
         }
         try:
-            local_tensor = {
-                t.storage_key: t.ledger.state() for t in trackers if t.on_epoch and t.ledger is not None
-            }
+            local_tensor = {t.storage_key: t.ledger.state() for t in trackers if t.on_epoch and t.ledger is not None}
             local_pieces = {}
             for attribute, tap in metric_taps.items():
                 window = tap.window(owner)
@@ -374,9 +370,7 @@ class Session:
                 else:
                     reference, reason = reduce_states(gathered_tensor.get(tracker.storage_key, []))
             else:
-                tap_attr = (
-                    self.taps[id(tracker.metric)].attribute if id(tracker.metric) in self.taps else None
-                )
+                tap_attr = self.taps[id(tracker.metric)].attribute if id(tracker.metric) in self.taps else None
                 reference, reason = references.get(tap_attr, (None, "metric not tracked"))
             if self.failed_internally:
                 reference, reason = None, self.failed_internally

@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from lmlogger._provenance import is_step_hook
 from lmlogger._records import (
     SCHEMA_VERSION,
     Close,
@@ -16,7 +17,6 @@ from lmlogger._records import (
     worst,
 )
 from lmlogger._verify import Facts, compare, findings_for, fix_for
-from lmlogger._provenance import is_step_hook
 from lmlogger.audit._model import EpochReport, KeyReport, RunReport
 
 BACKENDS = {"TensorBoardLogger": "tensorboard", "CSVLogger": "csv", "MLFlowLogger": "mlflow"}
@@ -131,12 +131,7 @@ def _key_report(
     fix = None
     for record in records:
         verdict, rec_findings, rec_fix = record.verdict, list(record.findings), record.fix
-        if (
-            rtol is not None
-            and atol is not None
-            and record.logged is not None
-            and record.reference is not None
-        ):
+        if rtol is not None and atol is not None and record.logged is not None and record.reference is not None:
             rejudged = compare(record.logged, record.reference, float(rtol), float(atol))
             if rejudged != verdict and prov is not None:
                 facts = Facts(

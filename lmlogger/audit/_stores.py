@@ -90,9 +90,7 @@ def cross_check(run_dir: str, report: RunReport) -> list[str]:
         for epoch in epochs:
             stored = store.get(key, {}).get(epoch.step)
             if stored is None:
-                problems.append(
-                    f"{key}: epoch {epoch.epoch} (step {epoch.step}) is in the sidecar but not in {name}"
-                )
+                problems.append(f"{key}: epoch {epoch.epoch} (step {epoch.step}) is in the sidecar but not in {name}")
             elif not _close(stored, epoch.logged):
                 problems.append(
                     f"{key}: epoch {epoch.epoch} (step {epoch.step}) is {stored:.6g} in {name} "
