@@ -49,6 +49,15 @@ class Classified:
     kind: str
     metric: Metric | None = None
     attribute: str | None = None
+    by_value: bool = False  # matched by value (a Python number), not by identity
+
+
+def pick(matches: list[Classified], claimed: set[int]) -> Classified:
+    """Among value matches, prefer a metric no other key is bound to by identity."""
+    for match in matches:
+        if id(match.metric) not in claimed:
+            return match
+    return matches[0]
 
 
 @dataclass
@@ -62,14 +71,16 @@ class PendingNumber:
     value: float
     candidates: list[tuple[str, Metric, str, Tensor]]
 
-    def resolve(self) -> Classified:
-        for kind, metric, attribute, tensor in self.candidates:
-            if float(tensor) == self.value:
-                return Classified(kind, metric, attribute)
-        return Classified(TENSOR)
+    def resolve(self, claimed: set[int]) -> Classified:
+        matches = [
+            Classified(kind, metric, attribute, by_value=True)
+            for kind, metric, attribute, tensor in self.candidates
+            if float(tensor) == self.value
+        ]
+        return pick(matches, claimed) if matches else Classified(TENSOR)
 
 
-def classify(value: Any, metrics: list[tuple[str, Metric]]) -> Classified | PendingNumber:
+def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -> Classified | PendingNumber:
     """Classify ``value`` against the module's metrics ``[(attribute, metric), ...]``.
 
     Tensors are matched by identity with ``Metric._computed`` (the cached ``compute()`` result) and
@@ -90,15 +101,18 @@ def classify(value: Any, metrics: list[tuple[str, Metric]]) -> Classified | Pend
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
         number = float(value)  # type: ignore[arg-type]
         pending: list[tuple[str, Metric, str, Tensor]] = []
+        matches: list[Classified] = []
         for name, metric in metrics:
             for kind, cached in ((METRIC_COMPUTE, metric._computed), (METRIC_FORWARD, metric._forward_cache)):
                 if not isinstance(cached, Tensor) or cached.numel() != 1:
                     continue
                 if cached.device.type == "cpu":
                     if float(cached) == number:
-                        return Classified(kind, metric, name)
+                        matches.append(Classified(kind, metric, name, by_value=True))
                 else:
                     pending.append((kind, metric, name, cached))
+        if matches:
+            return pick(matches, claimed)
         if pending:
             return PendingNumber(number, pending)
     return Classified(TENSOR)

@@ -128,6 +128,7 @@ class Session:
         self.capture: _Capture | None = None
         self.open_train: Owner | None = None
         self.warned: set[str] = set()
+        self.claimed: set[int] = set()  # metrics bound to a key by identity
         self.records: list[VerificationRecord] = []
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
@@ -186,7 +187,7 @@ class Session:
         if tracker is None:
             return
 
-        classified = classify(value, self.metrics)
+        classified = classify(value, self.metrics, self.claimed)
         if isinstance(classified, PendingNumber):
             tracker.pending = classified
             if tracker.kind is None:
@@ -197,6 +198,8 @@ class Session:
                 tracker.kind, tracker.metric = classified.kind, classified.metric
                 tracker.attribute = classified.attribute
                 if classified.metric is not None:
+                    if not classified.by_value:
+                        self.claimed.add(id(classified.metric))
                     tap = self._tap(classified.metric, classified.attribute)
                     tracker.attribute = tracker.attribute or tap.attribute
 
@@ -315,7 +318,7 @@ class Session:
         opts = self.options
         for tracker in trackers:
             if tracker.pending is not None:
-                resolved: Classified = tracker.pending.resolve()
+                resolved: Classified = tracker.pending.resolve(self.claimed)
                 tracker.pending = None
                 tracker.kind, tracker.metric, tracker.attribute = (
                     resolved.kind,

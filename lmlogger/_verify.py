@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.
@@ -50,7 +50,8 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
             found.append("running-value-averaged")
         if facts.kind == METRIC_FORWARD and facts.on_epoch and facts.step_hook:
             found.append("batch-values-averaged")
-    if facts.carried and facts.kind != TENSOR:
+    # a forward() value is batch-local: state carried in from earlier epochs does not reach it
+    if facts.carried and facts.kind in (METRIC_OBJECT, METRIC_COMPUTE):
         found.append("state-carried-over")
     if facts.rank_local:
         found.append("rank-local")
