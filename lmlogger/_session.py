@@ -186,6 +186,7 @@ class Session:
             tracker = self.trackers[storage_key] = self._new_tracker(results, storage_key)
         if tracker is None:
             return
+        tracker.active = True
 
         classified = classify(value, self.metrics, self.claimed)
         if isinstance(classified, PendingNumber):
@@ -223,7 +224,6 @@ class Session:
             if forward is None or forward is tracker.last_forward:
                 tracker.stale = True
             tracker.last_forward = forward
-        tracker.active = True
 
     def _new_tracker(self, results: Any, storage_key: str) -> _KeyTracker | None:
         result = results.get(storage_key)

@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import quiet  # noqa: E402
+from helpers import quiet
 
 
 @pytest.fixture(autouse=True)
