@@ -7,7 +7,6 @@ import pickle
 
 import pytest
 from helpers import KitchenSink, loader, seeded, trainer
-from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -58,7 +57,7 @@ def fit(tmp_path, backend, wrap):
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_wrapped_run_logs_identical_values_dirs_and_checkpoints(tmp_path, backend):
     """Every user scalar, the log dir and the checkpoint path equal those of an unwrapped run."""
-    plain_t, plain_logger, plain_ckpt = fit(tmp_path / "plain", backend, wrap=False)
+    plain_t, _, plain_ckpt = fit(tmp_path / "plain", backend, wrap=False)
     wrapped_t, wrapped_logger, wrapped_ckpt = fit(tmp_path / "wrapped", backend, wrap=True)
 
     assert isinstance(wrapped_logger, BACKENDS[backend])
@@ -103,7 +102,7 @@ def test_pickle_round_trip_keeps_wrapping(tmp_path):
 
 
 def test_wrong_arguments_are_named():
-    with pytest.raises(TypeError, match="wraps a `lightning.pytorch.loggers.Logger`"):
+    with pytest.raises(TypeError, match=r"wraps a `lightning\.pytorch\.loggers\.Logger`"):
         VerifiedLogger("logs")
     tb = TensorBoardLogger("unused")
     with pytest.raises(ValueError, match="on_mismatch='loud'"):
@@ -121,7 +120,6 @@ def test_attribute_typos_still_raise(tmp_path):
 
 def test_patch_is_removed_after_the_run_and_plain_trainer_is_unaffected(tmp_path):
     """After a wrapped run nothing stays patched; a plain Trainer in the same process logs as usual."""
-    original = Trainer.__dict__  # noqa: F841 - documents that Trainer is never patched
     from lightning.pytorch import LightningModule
 
     lightning_log = LightningModule.log
@@ -132,7 +130,7 @@ def test_patch_is_removed_after_the_run_and_plain_trainer_is_unaffected(tmp_path
     gc.collect()
     assert not _intercept.is_installed()
     assert LightningModule.log is lightning_log or not getattr(LightningModule.log, "__lmlogger_wrapper__", False)
-    t, plain_logger, _ = fit(tmp_path / "b", "csv", wrap=False)
+    t, _, _ = fit(tmp_path / "b", "csv", wrap=False)
     assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
     assert not any(type(cb).__name__ == "_WindowCallback" for cb in t.callbacks)
 
