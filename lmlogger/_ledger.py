@@ -329,7 +329,8 @@ class TensorLedger:
     def add(self, value: Any, batch_size: int) -> None:
         if isinstance(value, Tensor):
             value = value.detach()
-            self._versions.append(value._version)
+            # inference-mode tensors (validate/test) keep no version counter
+            self._versions.append(-1 if value.is_inference() else value._version)
         else:
             self._versions.append(-1)
         self._buf.append(value)
@@ -344,7 +345,7 @@ class TensorLedger:
         if not buf:
             return
         for v, ver in zip(buf, versions, strict=True):
-            if isinstance(v, Tensor) and v._version != ver:
+            if ver >= 0 and v._version != ver:
                 self.reason = "a logged tensor was modified in place after self.log; its value is unknowable"
         tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v in buf]
         device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
