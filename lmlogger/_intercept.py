@@ -37,11 +37,24 @@ def _make_wrapper(original: Any) -> Any:
         if trainer is None:
             return
         session = sessions.get(trainer)
-        if session is not None:
-            session.observe(self, name, value, args, kwargs)
+        if session is None:
+            session = _late_attach(self, trainer)
+            if session is None:
+                return
+        session.observe(self, name, value, args, kwargs)
 
     log.__lmlogger_wrapper__ = True  # type: ignore[attr-defined]
     return log
+
+
+def _late_attach(module: LightningModule, trainer: Any) -> Session | None:
+    """Attach a VerifiedLogger that missed the start of the run (``Trainer(enable_autolog_hparams=False)``
+    skips ``log_graph``, where VerifiedLogger normally attaches)."""
+    for logger in getattr(trainer, "loggers", ()):
+        attach = getattr(type(logger), "_lml_attach", None)
+        if attach is not None:
+            attach(logger, module)
+    return _sessions.get(trainer)
 
 
 def acquire() -> None:

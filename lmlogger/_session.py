@@ -146,6 +146,24 @@ class Session:
     def start(self) -> None:
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
+        self._join_running_window()
+
+    def _join_running_window(self) -> None:
+        """When attached late (first ``self.log`` of a run), open the window that is already running."""
+        trainer = self.trainer
+        if trainer._active_loop is None:
+            return  # normal case: attached before the first loop starts
+        if trainer.sanity_checking or trainer.validating:
+            self.callback._eval_start(trainer, "val")
+        elif trainer.testing:
+            self.callback._eval_start(trainer, "test")
+        elif trainer.training:
+            self.open_train = ("train", trainer.current_epoch)
+            self.begin(self.open_train)
+        # The run started without us: what the metrics hold now is taken to belong to the running window.
+        if self.owner is not None:
+            for tap in self.taps.values():
+                tap.adopt(self.owner)
 
     def detach(self) -> None:
         _intercept.unregister(self.trainer)

@@ -45,7 +45,7 @@ def test_user_exception_surfaces_unchanged_and_sidecar_closes_failed(tmp_path):
     report = lmlogger.audit(logger.log_dir)
     run = report.runs[0]
     assert run.status == "failed" and run.complete  # closed, though failed
-    assert [e.epoch for e in report.keys()["f1_object"].epochs] == [0]  # epoch 0 was verified
+    assert [e.epoch for e in report.by_key()["f1_object"].epochs] == [0]  # epoch 0 was verified
     del logger
 
 
@@ -86,7 +86,7 @@ def test_internal_error_is_one_warning_and_unverified(tmp_path, monkeypatch):
         t.fit(KitchenSink(), loader())
     assert len([w for w in record if "internal error" in str(w.message)]) == 1
     assert t.current_epoch == 2  # training completed
-    keys = lmlogger.audit(logger.log_dir).keys()
+    keys = lmlogger.audit(logger.log_dir).by_key()
     assert keys["loss_epoch"].verdict == "unverified"
     assert "injected" in keys["loss_epoch"].reason
     del logger
@@ -114,7 +114,7 @@ def test_on_mismatch_raise_raises_after_records_are_written(tmp_path):
     with pytest.raises(MismatchError, match="f1_compute"):
         t.fit(KitchenSink(), loader())
     report = lmlogger.audit(logger.log_dir)
-    assert report.keys()["f1_compute"].verdict == "mismatch"
+    assert report.by_key()["f1_compute"].verdict == "mismatch"
     assert report.runs[0].status == "failed"
     del logger
 

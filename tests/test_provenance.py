@@ -120,7 +120,7 @@ def test_metric_collection_objects_and_forward_dicts(tmp_path):
     model = CollectionModule()
     trainer(logger, tmp_path, max_epochs=2, limit_val_batches=0).fit(model, loader())
     report = lmlogger.audit(logger.log_dir)
-    keys = report.keys()
+    keys = report.by_key()
     for name, fn in (("f1", f1), ("prec", precision)):
         obj, fwd = keys[f"obj_{name}"], keys[f"fwd_{name}"]
         assert obj.provenance == "metric_object" and obj.verdict == "match"
@@ -147,7 +147,7 @@ def test_value_not_from_a_metric_is_tensor(tmp_path):
     logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")
     trainer(logger, tmp_path, max_epochs=1, limit_val_batches=0).fit(Scaled(), loader())
     assert provenance(logger.log_dir)["f1_percent"]["kind"] == "tensor"
-    assert lmlogger.audit(logger.log_dir).keys()["f1_percent"].verdict == "match"
+    assert lmlogger.audit(logger.log_dir).by_key()["f1_percent"].verdict == "match"
     del logger
 
 
@@ -165,7 +165,7 @@ def test_values_reach_logger_unchanged_with_torch_float64(tmp_path):
     logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")
     t = trainer(logger, tmp_path, max_epochs=1, limit_val_batches=0)
     t.fit(Typed(), loader())
-    keys = lmlogger.audit(logger.log_dir).keys()
+    keys = lmlogger.audit(logger.log_dir).by_key()
     assert keys["py"].provenance == "tensor" and keys["py"].epochs[0].logged == 3.25
     assert keys["d64"].epochs[0].logged == pytest.approx(0.1)
     assert keys["d64"].verdict == "match"

@@ -43,14 +43,14 @@ def run(tmp_path_factory):
 
 
 def epochs_of(report, key):
-    return report.keys()[key].epochs
+    return report.by_key()[key].epochs
 
 
 def test_compute_at_step_is_a_mismatch_with_true_epoch_reference(run):
     """compute() logged at each step: mismatch, running-value-averaged, reference = true epoch F1."""
     model, _, report = run
     for key, name in (("f1_compute", "f1_compute"), ("f1_item", "f1_item")):
-        k = report.keys()[key]
+        k = report.by_key()[key]
         assert k.provenance == "metric_compute", key
         assert k.verdict == "mismatch"
         assert "running-value-averaged" in k.findings
@@ -70,7 +70,7 @@ def test_forward_values_of_f1_and_precision_mismatch(run):
     """forward() batch values averaged: mismatch, batch-values-averaged, reference = true epoch value."""
     model, _, report = run
     for key, fn in (("f1_forward_epoch", f1), ("prec_forward", precision)):
-        k = report.keys()[key]
+        k = report.by_key()[key]
         assert k.provenance == "metric_forward"
         assert k.verdict == "mismatch", key
         assert k.findings == ["batch-values-averaged"]
@@ -83,24 +83,24 @@ def test_forward_values_of_f1_and_precision_mismatch(run):
 def test_step_key_of_forward_has_provenance_and_no_epochs(run):
     """Step-level keys appear with provenance and an empty epochs list; they count in no total."""
     _, _, report = run
-    k = report.keys()["f1_forward_epoch"]
+    k = report.by_key()["f1_forward_epoch"]
     assert k.logged_keys == ["f1_forward_step", "f1_forward_epoch"]
-    loss = report.keys()["loss_epoch"]
+    loss = report.by_key()["loss_epoch"]
     assert loss.on_step and loss.on_epoch
 
 
 def test_accuracy_forward_object_and_loss_match(run):
     """Batch-size-weighted accuracy, metric objects and a plain loss all match their references."""
     model, _, report = run
-    acc = report.keys()["acc_forward"]
+    acc = report.by_key()["acc_forward"]
     assert acc.provenance == "metric_forward" and acc.verdict == "match" and acc.findings == []
     for e in acc.epochs:
         assert e.reference == pytest.approx(model.rec.true(accuracy, ("train", e.epoch, 0)), rel=1e-5)
-    obj = report.keys()["f1_object"]
+    obj = report.by_key()["f1_object"]
     assert obj.provenance == "metric_object" and obj.verdict == "match"
     for e in obj.epochs:
         assert e.logged == pytest.approx(model.rec.true(f1, ("train", e.epoch, 0)), rel=1e-5)
-    loss = report.keys()["loss_epoch"]
+    loss = report.by_key()["loss_epoch"]
     assert loss.provenance == "tensor" and loss.verdict == "match" and len(loss.epochs) == EPOCHS
 
 
@@ -108,20 +108,20 @@ def test_validation_two_dataloaders(run):
     """Metric objects per val dataloader get keys with /dataloader_idx_N and match the true accuracy."""
     model, _, report = run
     for dl in (0, 1):
-        k = report.keys()[f"val_acc/dataloader_idx_{dl}"]
+        k = report.by_key()[f"val_acc/dataloader_idx_{dl}"]
         assert k.provenance == "metric_object" and k.dataloader_idx == dl
         assert k.verdict == "match"
         assert [e.epoch for e in k.epochs] == list(range(EPOCHS))
         for e in k.epochs:
             assert e.reference == pytest.approx(model.rec.true(accuracy, ("val", e.epoch, dl)), rel=1e-5)
-        loss = report.keys()[f"val_loss/dataloader_idx_{dl}"]
+        loss = report.by_key()[f"val_loss/dataloader_idx_{dl}"]
         assert loss.provenance == "tensor" and loss.verdict == "match"
 
 
 def test_compute_at_epoch_end_with_reset_matches(run):
     """compute() in on_validation_epoch_end followed by reset(): match."""
     model, _, report = run
-    k = report.keys()["val_f1_end"]
+    k = report.by_key()["val_f1_end"]
     assert k.provenance == "metric_compute" and k.hook == "on_validation_epoch_end"
     assert k.verdict == "match" and k.findings == []
     for e in k.epochs:
@@ -131,7 +131,7 @@ def test_compute_at_epoch_end_with_reset_matches(run):
 def test_never_reset_metric_fed_by_sanity_check_carries_state(run):
     """A metric never reset (and fed sanity batches): mismatch + state-carried-over, epoch-only reference."""
     model, _, report = run
-    k = report.keys()["val_f1_stale"]
+    k = report.by_key()["val_f1_stale"]
     assert k.verdict == "mismatch"
     assert "state-carried-over" in k.findings
     assert "reset()" in k.fix
@@ -145,8 +145,8 @@ def test_never_reset_metric_fed_by_sanity_check_carries_state(run):
 def test_test_stage(run):
     """trainer.test after fit: metric object matches, compute()-at-step mismatches."""
     model, _, report = run
-    assert report.keys()["test_f1"].verdict == "match"
-    k = report.keys()["test_f1_compute"]
+    assert report.by_key()["test_f1"].verdict == "match"
+    k = report.by_key()["test_f1_compute"]
     assert k.verdict == "mismatch" and k.findings == ["running-value-averaged"]
     assert k.epochs[0].reference == pytest.approx(model.rec.true(f1, ("test", EPOCHS, 0)), rel=1e-5)
     assert report.runs[0].stages == ["fit", "test"]

@@ -59,7 +59,7 @@ def run(tmp_path_factory):
 def test_reset_in_the_middle_of_the_epoch_is_survived(run):
     """The reference covers the whole epoch, before and after the user's reset; the logged value does not."""
     model, _, report = run
-    k = report.keys()["f1_midreset"]
+    k = report.by_key()["f1_midreset"]
     assert k.verdict == "mismatch"
     for e in k.epochs:
         assert e.reference == pytest.approx(model.rec.true(f1, ("train", e.epoch, 0)), rel=1e-5)
@@ -70,7 +70,7 @@ def test_reset_in_the_middle_of_the_epoch_is_survived(run):
 def test_metric_shared_by_train_and_validation(run):
     """One instance updated in training and validation: shared-metric; the train reference is train-only."""
     model, _, report = run
-    k = report.keys()["train_shared_acc"]
+    k = report.by_key()["train_shared_acc"]
     assert "shared-metric" in k.findings
     assert k.verdict == "mismatch"
     assert "one metric instance per phase" in k.fix
@@ -80,7 +80,7 @@ def test_metric_shared_by_train_and_validation(run):
 
 def test_metric_object_on_step_without_forward_is_stale(run):
     _, _, report = run
-    k = report.keys()["f1_stale_epoch"]
+    k = report.by_key()["f1_stale_epoch"]
     assert "stale-step-value" in k.findings
     assert k.verdict == "match"  # the epoch value itself is right
     assert "forward" in k.fix
@@ -103,7 +103,7 @@ def test_tensorboard_has_reference_scalars_text_table_and_layout(run):
                 elif plugin == "scalars":
                     scalars.setdefault(v.tag, {})[event.step] = tensor_util.make_ndarray(v.tensor).item()
     ref = scalars["lmlogger/reference/f1_compute"]
-    epochs = report.keys()["f1_compute"].epochs
+    epochs = report.by_key()["f1_compute"].epochs
     assert sorted(ref) == [e.step for e in epochs]
     for e in epochs:
         assert ref[e.step] == pytest.approx(model.rec.true(f1, ("train", e.epoch, 0)), rel=1e-5)
@@ -127,7 +127,7 @@ def test_validate_and_test_alone(tmp_path, stage):
     report = lmlogger.audit(logger.log_dir)
     run = report.runs[0]
     assert run.stages == [stage] and run.complete and run.problems == []
-    keys = report.keys()
+    keys = report.by_key()
     if stage == "validate":
         assert keys["val_acc"].verdict == "match"
         truth = model.rec.true(accuracy, ("val", 0, 0))
@@ -137,4 +137,20 @@ def test_validate_and_test_alone(tmp_path, stage):
     else:
         assert keys["test_f1"].verdict == "match"
         assert keys["test_f1_compute"].verdict == "mismatch"
+    del logger
+
+
+def test_late_attach_without_autolog_hparams(tmp_path):
+    """Trainer(enable_autolog_hparams=False) skips log_graph: lmlogger attaches at the first self.log."""
+    seeded(0)
+    model = KitchenSink(val_loaders=1)
+    logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")
+    t = trainer(logger, tmp_path, max_epochs=2, enable_autolog_hparams=False, num_sanity_val_steps=0)
+    t.fit(model, loader(), loader(60, seed=1))
+    keys = lmlogger.audit(logger.log_dir).by_key()
+    assert keys["f1_compute"].verdict == "mismatch"
+    assert keys["f1_object"].verdict == "match"
+    assert [e.epoch for e in keys["f1_object"].epochs] == [0, 1]
+    for e in keys["f1_compute"].epochs:
+        assert e.reference == pytest.approx(model.rec.true(f1, ("train", e.epoch, 0)), rel=1e-5)
     del logger

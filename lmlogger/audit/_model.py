@@ -139,7 +139,7 @@ class AuditReport:
         """0 when nothing mismatched, 1 otherwise (the CLI's exit code)."""
         return 0 if self.ok else 1
 
-    def keys(self) -> dict[str, KeyReport]:
+    def by_key(self) -> dict[str, KeyReport]:
         """All keys of all runs by key name (the last run wins on duplicates)."""
         return {k.key: k for run in self.runs for k in run.keys}
 
