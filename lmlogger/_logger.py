@@ -58,7 +58,17 @@ class VerifiedLogger(Logger):
     # Names served by the wrapper itself; everything else is the wrapped logger's (see _transparent_class).
     _lml_logger: Logger
 
-    def __new__(cls, logger: Logger, *args: Any, **kwargs: Any) -> VerifiedLogger:
+    # __new__ spells out __init__'s parameters because jsonargparse (LightningCLI) reads a class's
+    # parameters from __new__ when the class defines one: `class_path: lmlogger.VerifiedLogger` in YAML.
+    def __new__(
+        cls,
+        logger: Logger,
+        *,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
+        prefix: str = "lmlogger/reference/",
+    ) -> VerifiedLogger:
         if not isinstance(logger, Logger):
             raise TypeError(
                 f"VerifiedLogger wraps a `lightning.pytorch.loggers.Logger`, got {type(logger).__name__}. "

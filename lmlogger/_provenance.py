@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import Tensor
 from torchmetrics import Metric
@@ -42,14 +42,19 @@ def phase_of(hook: str) -> str:
     return "train"
 
 
-@dataclass(frozen=True)
-class Classified:
-    """The provenance of one value: its kind and, for the ``metric_*`` kinds, the metric."""
+class Classified(NamedTuple):
+    """The provenance of one value: its kind and, for the ``metric_*`` kinds, the metric.
+
+    A NamedTuple: one is made per ``self.log`` call, so it must be cheap.
+    """
 
     kind: str
     metric: Metric | None = None
     attribute: str | None = None
     by_value: bool = False  # matched by value (a Python number), not by identity
+
+
+_PLAIN = Classified(TENSOR)
 
 
 def pick(matches: list[Classified], claimed: set[int]) -> Classified:
@@ -64,8 +69,9 @@ def pick(matches: list[Classified], claimed: set[int]) -> Classified:
 class PendingNumber:
     """A Python number whose origin needs a value comparison with a device tensor.
 
-    Comparing at log time would synchronise the device, so the candidates are kept (one per key,
-    the latest) and resolved at epoch end.
+    Comparing at log time would synchronise the device, so the candidates (the tensor objects
+    themselves, as they were when logged) are kept, one set per key, the latest, and resolved at
+    epoch end.
     """
 
     value: float
@@ -77,7 +83,7 @@ class PendingNumber:
             for kind, metric, attribute, tensor in self.candidates
             if float(tensor) == self.value
         ]
-        return pick(matches, claimed) if matches else Classified(TENSOR)
+        return pick(matches, claimed) if matches else _PLAIN
 
 
 def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -> Classified | PendingNumber:
@@ -85,8 +91,8 @@ def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -
 
     Tensors are matched by identity with ``Metric._computed`` (the cached ``compute()`` result) and
     ``Metric._forward_cache`` (the last ``forward()`` result): no value is read, no device sync.
-    Python numbers (``.item()`` of a result) are compared by value; CPU candidates at once,
-    device candidates later (:class:`PendingNumber`).
+    Python numbers (``.item()`` of a result) are compared by value at epoch end
+    (:class:`PendingNumber`), never on the step's hot path.
     """
     if isinstance(value, Metric):
         attribute = next((name for name, m in metrics if m is value), None)
@@ -97,25 +103,19 @@ def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -
                 return Classified(METRIC_COMPUTE, metric, name)
             if metric._forward_cache is value:
                 return Classified(METRIC_FORWARD, metric, name)
-        return Classified(TENSOR)
+        return _PLAIN
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
-        number = float(value)  # type: ignore[arg-type]
-        pending: list[tuple[str, Metric, str, Tensor]] = []
-        matches: list[Classified] = []
-        for name, metric in metrics:
-            for kind, cached in ((METRIC_COMPUTE, metric._computed), (METRIC_FORWARD, metric._forward_cache)):
-                if not isinstance(cached, Tensor) or cached.numel() != 1:
-                    continue
-                if cached.device.type == "cpu":
-                    if float(cached) == number:
-                        matches.append(Classified(kind, metric, name, by_value=True))
-                else:
-                    pending.append((kind, metric, name, cached))
-        if matches:
-            return pick(matches, claimed)
+        # Reading a tensor's value now would be a host-device sync on GPU (and a read of the user's
+        # tensors on every step): keep the candidates, compare at epoch end.
+        pending = [
+            (kind, metric, name, cached)
+            for name, metric in metrics
+            for kind, cached in ((METRIC_COMPUTE, metric._computed), (METRIC_FORWARD, metric._forward_cache))
+            if isinstance(cached, Tensor) and cached.numel() == 1
+        ]
         if pending:
-            return PendingNumber(number, pending)
-    return Classified(TENSOR)
+            return PendingNumber(float(value), pending)  # type: ignore[arg-type]
+    return _PLAIN
 
 
 def module_metrics(module: Any) -> list[tuple[str, Metric]]:

@@ -115,6 +115,7 @@ class VerificationRecord:
     findings: tuple[str, ...] = ()
     reason: str | None = None
     fix: str | None = None
+    rtol_floor: float = 0.0  # float32 accumulation allowance for tensor sums/means (n_steps * 2**-24)
     type: str = "verification"
 
 

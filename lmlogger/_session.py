@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lmlogger import _intercept
 from lmlogger._distributed import Exchange
-from lmlogger._ledger import MetricTap, Owner, TensorLedger, reduce_states
+from lmlogger._ledger import MetricTap, Owner, TensorLedger, accumulation_allowance, reduce_states
 from lmlogger._provenance import (
     METRIC_OBJECT,
     TENSOR,
@@ -129,7 +129,7 @@ class Session:
         self.open_train: Owner | None = None
         self.warned: set[str] = set()
         self.claimed: set[int] = set()  # metrics bound to a key by identity
-        self.records: list[VerificationRecord] = []
+        self._results: dict[str | None, Any] = {}
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
         self.callback = _WindowCallback(self)
@@ -192,9 +192,12 @@ class Session:
         if args:  # positional options are rare: bind them once to named ones
             kwargs = _LOG_SIGNATURE.bind(module, name, value, *args, **kwargs).arguments
         fx = module._current_fx_name
-        results = self.trainer._results
-        if fx is None or results is None:
-            return
+        results = self._results.get(fx)
+        if results is None:  # the loop's result collection, fixed per hook for a whole run
+            results = self.trainer._results
+            if fx is None or results is None:
+                return
+            self._results[fx] = results
         dl = results.dataloader_idx
         storage_key = f"{fx}.{name}"
         if dl is not None and kwargs.get("add_dataloader_idx", True):
@@ -327,7 +330,6 @@ class Session:
             if tracker.recorded != state:
                 provenance.append(tracker.provenance())
                 tracker.recorded = state
-        self.records.extend(records)
         for logger in self.loggers:
             logger._emit(provenance, records, owner)
         self._report(records)
@@ -382,6 +384,7 @@ class Session:
             if not tracker.on_epoch:
                 continue
             logged, step = values.get(tracker.epoch_key, (None, None))
+            floor = 0.0
             if tracker.kind == TENSOR:
                 if tracker.reduce not in ("mean", "sum", "max", "min"):
                     reference, reason = (
@@ -389,7 +392,9 @@ class Session:
                         f"reduce_fx `{tracker.reduce}` is custom; lmlogger cannot recompute it",
                     )
                 else:
-                    reference, reason = reduce_states(gathered_tensor.get(tracker.storage_key, []))
+                    states = gathered_tensor.get(tracker.storage_key, [])
+                    reference, reason = reduce_states(states)
+                    floor = accumulation_allowance(states)
             else:
                 tap_attr = self.taps[id(tracker.metric)].attribute if id(tracker.metric) in self.taps else None
                 reference, reason = references.get(tap_attr, (None, "metric not tracked"))
@@ -410,7 +415,7 @@ class Session:
                 stale=tracker.stale,
                 rank_local=world > 1 and tracker.kind == TENSOR and not tracker.sync_dist,
             )
-            verdict, findings, fix, reason = judge(facts, logged, reference, reason, opts.rtol, opts.atol)
+            verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
                 VerificationRecord(
                     key=tracker.epoch_key,
@@ -423,6 +428,7 @@ class Session:
                     findings=tuple(findings),
                     reason=reason,
                     fix=fix,
+                    rtol_floor=floor,
                 )
             )
         return records

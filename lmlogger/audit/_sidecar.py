@@ -132,7 +132,7 @@ def _key_report(
     for record in records:
         verdict, rec_findings, rec_fix = record.verdict, list(record.findings), record.fix
         if rtol is not None and atol is not None and record.logged is not None and record.reference is not None:
-            rejudged = compare(record.logged, record.reference, float(rtol), float(atol))
+            rejudged = compare(record.logged, record.reference, max(float(rtol), record.rtol_floor), float(atol))
             if rejudged != verdict and prov is not None:
                 facts = Facts(
                     name=prov.name,

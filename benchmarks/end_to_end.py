@@ -1,0 +1,67 @@
+"""End-to-end cost: a logging-heavy tiny model, plain TensorBoardLogger vs VerifiedLogger(TensorBoardLogger).
+
+    python benchmarks/end_to_end.py [--steps 1500] [--repeats 5]
+
+Each repetition trains once plain and once wrapped, each in a fresh process, alternating which goes
+first; the figure is the median of the per-repetition ratios wrapped / plain of fit wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import LoggingHeavy, data, machine, make_trainer, median, run_child, seed
+
+
+def child(wrapped: bool, steps: int) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    seed()
+    root = tempfile.mkdtemp()
+    logger = TensorBoardLogger(root)
+    if wrapped:
+        from lmlogger import VerifiedLogger
+
+        logger = VerifiedLogger(logger, on_mismatch="ignore")
+    epochs = 3
+    trainer = make_trainer(logger, root, max_epochs=epochs, log_every_n_steps=1)
+    model = LoggingHeavy()
+    loader = data(steps // epochs * 8)
+    t0 = time.perf_counter()
+    trainer.fit(model, loader)
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", choices=["plain", "wrapped"])
+    args = parser.parse_args()
+    if args.child:
+        child(args.child == "wrapped", args.steps)
+        return
+    ratios, plain_s, wrapped_s = [], [], []
+    for i in range(args.repeats):
+        order = ("plain", "wrapped") if i % 2 == 0 else ("wrapped", "plain")
+        seconds = {kind: run_child(__file__, "--child", kind, "--steps", str(args.steps))["seconds"] for kind in order}
+        plain_s.append(seconds["plain"])
+        wrapped_s.append(seconds["wrapped"])
+        ratios.append(seconds["wrapped"] / seconds["plain"])
+    print(f"machine: {machine()}")
+    print(f"{args.steps} steps, 5 self.log calls per step, log_every_n_steps=1, {args.repeats} repetitions")
+    print(f"plain TensorBoardLogger:    median {median(plain_s):.3f} s")
+    print(f"VerifiedLogger(...):        median {median(wrapped_s):.3f} s")
+    print(
+        f"end-to-end ratio (median):  {median(ratios):.4f}  (per repetition: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Per-call cost of self.log: lmlogger's added cost as a fraction of Lightning's own.
+
+    python benchmarks/per_call.py [--steps 2000] [--repeats 5]
+
+Each repetition runs a plain and a wrapped fit in separate processes (alternating order) and times
+only the self.log calls inside training_step (25 calls per step, of every provenance kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import LoggingHeavy, data, machine, make_trainer, median, run_child, seed
+
+
+def child(wrapped: bool, steps: int) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    seed()
+    root = tempfile.mkdtemp()
+    logger = TensorBoardLogger(root)
+    if wrapped:
+        from lmlogger import VerifiedLogger
+
+        logger = VerifiedLogger(logger, on_mismatch="ignore")
+        # direct measurement of lmlogger's own work per call (the session's observe)
+        import time
+
+        from lmlogger import _session
+
+        spent = [0.0]
+        original = _session.Session.observe
+
+        def timed(self, *a, **k):
+            t0 = time.perf_counter()
+            original(self, *a, **k)
+            spent[0] += time.perf_counter() - t0
+
+        _session.Session.observe = timed
+    model = LoggingHeavy(extra_calls=20, time_calls=True)
+    make_trainer(logger, root, max_epochs=1, limit_train_batches=steps).fit(model, data(steps * 8))
+    print(
+        json.dumps(
+            {
+                "us_per_call": 1e6 * model.log_seconds / model.log_calls,
+                "observe_us_per_call": 1e6 * spent[0] / model.log_calls if wrapped else 0.0,
+                "calls": model.log_calls,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", choices=["plain", "wrapped"])
+    args = parser.parse_args()
+    if args.child:
+        child(args.child == "wrapped", args.steps)
+        return
+    plain, wrapped, observe = [], [], []
+    for i in range(args.repeats):
+        order = ("plain", "wrapped") if i % 2 == 0 else ("wrapped", "plain")
+        for kind in order:
+            result = run_child(__file__, "--child", kind, "--steps", str(args.steps))
+            (plain if kind == "plain" else wrapped).append(result["us_per_call"])
+            if kind == "wrapped":
+                observe.append(result["observe_us_per_call"])
+    p, w = median(plain), median(wrapped)
+    print(f"machine: {machine()}")
+    print(f"self.log, Lightning alone:   {p:8.2f} us/call (median of {args.repeats})")
+    print(f"self.log, with lmlogger:     {w:8.2f} us/call")
+    o = median(observe)
+    print(f"difference:                  {w - p:8.2f} us/call = {100 * (w - p) / p:.1f}% (noisy: two processes)")
+    print(f"lmlogger's own work, timed:  {o:8.2f} us/call = {100 * o / p:.1f}% of Lightning's own")
+
+
+if __name__ == "__main__":
+    main()

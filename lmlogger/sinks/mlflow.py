@@ -1,0 +1,385 @@
+"""MLflow additions: reference metrics under MLflow's naming rules, run and per-key tags a person can read
+and search in the MLflow UI, and the sidecar uploaded as the run artifact ``lmlogger/provenance.jsonl``.
+
+For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
+
+* the local sidecar ``<trainer.default_root_dir>/<experiment_id>/<run_id>/lmlogger/provenance.jsonl`` (beside
+  the run's checkpoints, unless the store is a local ``file:`` one). It is kept, so a run that crashed or lost
+  its tracking server can still be audited: ``lmlogger audit <that dir>``;
+* the artifact ``lmlogger/provenance.jsonl``, uploaded at every epoch end and when the run ends;
+* run tags: ``lmlogger.verdict`` (``match`` / ``mismatch`` / ``unverified``, kept current after every epoch),
+  ``lmlogger.summary``, ``lmlogger.sidecar``, ``lmlogger.sidecar.local``, ``lmlogger.version``;
+* per-key tags ``lmlogger.key.<metric>.verdict``, ``.provenance`` and ``.detail``, where ``<metric>`` is the
+  metric's name in MLflow. Search them in the UI, e.g. ``tags.`lmlogger.verdict` = 'mismatch'``;
+* reference metrics ``lmlogger/reference/<metric>`` through the wrapped logger, at the epoch value's step.
+
+Names follow MLflow's rules (alphanumerics, ``_ - . /`` and spaces, at most 250 characters); a key that has
+to change gets one warning naming both forms, and the sidecar keeps the full key. lmlogger only writes tags
+under ``lmlogger.`` and never overwrites one it did not write. Its own MLflow calls (tags, the artifact,
+reference metrics) never break training: a failure is one warning and the local sidecar keeps every record.
+The wrapped logger's own calls are untouched, so a dead server surfaces exactly as without lmlogger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
+from lmlogger._versions import versions
+from lmlogger.sinks.generic import GenericSink
+
+ARTIFACT_DIR = "lmlogger"
+ARTIFACT_PATH = "lmlogger/provenance.jsonl"
+RUN_VERDICT_TAG = "lmlogger.verdict"
+SUMMARY_TAG = "lmlogger.summary"
+SIDECAR_TAG = "lmlogger.sidecar"
+LOCAL_SIDECAR_TAG = "lmlogger.sidecar.local"
+VERSION_TAG = "lmlogger.version"
+KEY_TAG = "lmlogger.key.{}.{}"
+KEY_FIELDS = ("verdict", "provenance", "detail")
+
+#: MLflow's limit on metric, param and tag keys.
+MAX_KEY_LENGTH = 250
+#: MLflow's limit on tag values before 2.17 (8000 since); the smaller one keeps older servers happy.
+MAX_TAG_VALUE_LENGTH = 5000
+#: Tags per ``log_batch`` request (MLflow's limit).
+TAGS_PER_BATCH = 100
+#: Seconds lmlogger waits for ``<tracking uri>/health`` before it skips its own calls.
+PROBE_TIMEOUT_S = 5.0
+
+# What MLFlowLogger.log_metrics removes from metric keys (lightning/pytorch/loggers/mlflow.py).
+_LIGHTNING_REMOVES = re.compile(r"[^a-zA-Z0-9_/. -]+")
+_TAG_ROOM = MAX_KEY_LENGTH - len(KEY_TAG.format("", max(KEY_FIELDS, key=len)))
+
+
+# -- names ------------------------------------------------------------------------------------------
+def metric_name(key: str, metric_prefix: str = "") -> str:
+    """The name MLFlowLogger gives ``key`` in MLflow: its own prefix added, characters MLflow rejects removed.
+
+    Args:
+        key: the key the logger received.
+        metric_prefix: ``MLFlowLogger(prefix=...)`` with its join character (``"exp-"``), or ``""``.
+    """
+    return _LIGHTNING_REMOVES.sub("", metric_prefix + key)
+
+
+def fit_name(name: str, limit: int, original: str) -> str:
+    """``name`` as MLflow accepts it as a path-like key: no empty, ``.`` or ``..`` segments, at most ``limit``
+    characters (a short hash of ``original`` keeps shortened names apart)."""
+    parts = ["__" if part == ".." else part for part in name.split("/") if part not in ("", ".")]
+    name = "/".join(parts) or "_"
+    if len(name) > limit:
+        digest = hashlib.sha1(original.encode("utf-8")).hexdigest()[:8]
+        name = name[: limit - len(digest) - 1].rstrip("/") + "-" + digest
+    return name
+
+
+def reference_name(key: str, prefix: str, metric_prefix: str = "") -> tuple[str, str]:
+    """``(what lmlogger passes to MLFlowLogger.log_metrics, the metric name MLflow shows)`` for ``key``'s reference."""
+    clean_prefix = _LIGHTNING_REMOVES.sub("", metric_prefix)
+    body = fit_name(_LIGHTNING_REMOVES.sub("", prefix + key), MAX_KEY_LENGTH - len(clean_prefix), prefix + key)
+    return body, clean_prefix + body
+
+
+def metric_prefix_of(logger: Any) -> str:
+    """``MLFlowLogger(prefix=...)`` with the join character Lightning puts after it."""
+    prefix = getattr(logger, "_prefix", "") or ""
+    return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}" if prefix else ""
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a user name or password."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def server_down(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the MLflow server at an ``http(s)`` tracking URI does not answer, or ``None`` when it does.
+
+    Any HTTP answer (even an error status) counts as up; only a refused, failed or timed-out connection is
+    down. Other URIs (``sqlite:``, ``file:``, ``databricks``) are never probed.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except requests.exceptions.SSLError:
+        return None  # it answered; the client's own TLS settings are MLflow's business
+    except requests.exceptions.RequestException as err:
+        return f"{type(err).__name__}: {_first_line(err)}"
+    return None
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
+    if len(value) <= limit:
+        return value
+    tail = f" ... (cut at {limit} characters; the full text is in the {ARTIFACT_PATH} artifact)"
+    return value[: limit - len(tail)] + tail
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class _Names:
+    metric: str  # the user's metric in MLflow
+    reference_arg: str  # what lmlogger passes to MLFlowLogger.log_metrics
+    reference: str  # the reference metric in MLflow
+    tag_base: str  # <metric> in lmlogger.key.<metric>.*
+
+
+class MLflowSink(GenericSink):
+    """Sidecar (local and as an artifact) + reference metrics + searchable run and per-key tags."""
+
+    def __init__(self, vlogger: Any, trainer: Any) -> None:
+        logger = vlogger.wrapped
+        self.tracking_uri = str(getattr(logger, "_tracking_uri", "") or "")
+        if not getattr(logger, "_initialized", True):
+            # The run is created on first contact. A server that does not answer would make lmlogger wait
+            # through MLflow's retries before the user's own first call waits through them again.
+            down = server_down(self.tracking_uri)
+            if down is not None:
+                raise ConnectionError(
+                    f"the MLflow tracking server at {redact(self.tracking_uri)} does not answer ({down}); "
+                    "lmlogger records nothing for this run"
+                )
+        self.run_id = str(logger.run_id)
+        self.experiment_id = str(logger.experiment_id)
+        self.metric_prefix = metric_prefix_of(logger)
+        super().__init__(vlogger, trainer)
+        self.client = logger.experiment
+        self.provenance: dict[str, ProvenanceRecord] = {}
+        self.latest: dict[str, VerificationRecord] = {}
+        self.verdicts: dict[str, list[str]] = defaultdict(list)
+        self.names: dict[str, _Names] = {}
+        self.tags_written: dict[str, str] = {}  # lmlogger's own tags, as last written
+        self.protected: set[str] = set()  # lmlogger.* tags somebody else set: never written
+        self.adopted = False
+        self.failed: set[str] = set()  # kinds of lmlogger's own MLflow calls that failed: skipped until the end
+        self.unreachable = False  # the server did not answer: every call skipped until the end
+        self.warned = False  # one warning per run for all of them
+
+    # -- where the sidecar lives --------------------------------------------------------------------
+    def _run_dir(self, trainer: Any) -> str:
+        # Lightning's checkpoint dir for an MLflow run without a local store, less "checkpoints". Not under a
+        # file: store's save_dir: there the run dir also holds the artifact copy (artifacts/lmlogger/...), and
+        # one run would be audited twice.
+        return os.path.join(trainer.default_root_dir, self.experiment_id, self.run_id)
+
+    def run_info(self) -> dict[str, Any]:
+        info = super().run_info()
+        info.update(
+            run_id=self.run_id,
+            experiment_id=self.experiment_id,
+            tracking_uri=redact(self.tracking_uri),
+            metric_prefix=self.metric_prefix,
+            artifact=ARTIFACT_PATH,
+        )
+        return info
+
+    # -- Sink --------------------------------------------------------------------------------------
+    def begin(self, stage: str) -> None:
+        if not self.adopted and self._reachable():
+            self.adopted = True
+            self._extra("read the run's tags", False, self._adopt_earlier_run)
+        super().begin(stage)
+
+    def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None:
+        self._append([*provenance, *records])
+        for record in provenance:
+            self.provenance[record.key] = record
+            self._names_of(record.key)
+        for record in records:
+            self.latest[record.key] = record
+            self.verdicts[record.key].append(record.verdict)
+            self._names_of(record.key)
+        self._publish(records, final=False)
+
+    def close(self, status: str) -> None:
+        super().close(status)
+        self._publish([], final=True)
+
+    # -- lmlogger's own MLflow calls ------------------------------------------------------------
+    def _publish(self, records: list[VerificationRecord], final: bool) -> None:
+        """Reference metrics, tags and the artifact. A kind of call that failed (or a server that did not answer)
+        is skipped until the run ends, then tried once more."""
+        if (self.unreachable and not final) or not self._reachable():
+            return
+        if records:
+            self._extra("log reference metrics", final, self.log_references, records)
+        self._extra("set tags", final, self._write_tags)
+        self._extra(
+            "upload the sidecar artifact", final, self.client.log_artifact, self.run_id, self.path, ARTIFACT_DIR
+        )
+
+    def _reachable(self) -> bool:
+        # A dead server would hold every call through MLflow's retries (minutes): ask it once, briefly, first.
+        down = server_down(self.tracking_uri)
+        self.unreachable = down is not None
+        if down is not None:
+            self._warn_once("reach the tracking server", down)
+        return down is None
+
+    def _extra(self, what: str, final: bool, fn: Any, *args: Any) -> None:
+        if what in self.failed and not final:
+            return
+        try:
+            fn(*args)
+        except Exception as err:  # lmlogger's own call: never an exception into training
+            self.failed.add(what)
+            self._warn_once(what, f"{type(err).__name__}: {_first_line(err)}")
+
+    def _warn_once(self, what: str, why: str) -> None:
+        if not self.warned:
+            self.warned = True
+            rank_zero_warn(
+                f"lmlogger: could not {what} for MLflow run {self.run_id} at {redact(self.tracking_uri)} ({why}). "
+                "lmlogger's tags, reference metrics and artifact in MLflow may be incomplete; the local sidecar "
+                f"{self.path} keeps every record (audit it with `lmlogger audit {self.run_dir}`).",
+                category=UserWarning,
+            )
+
+    def log_references(self, records: list[VerificationRecord]) -> None:
+        by_step: dict[int | None, dict[str, float]] = defaultdict(dict)
+        for record in records:
+            if record.reference is not None and math.isfinite(record.reference):
+                by_step[record.step][self._names_of(record.key).reference_arg] = record.reference
+        for step, metrics in by_step.items():
+            self.logger.log_metrics(metrics, step)
+
+    def _adopt_earlier_run(self) -> None:
+        """A run lmlogger wrote before (``MLFlowLogger(run_id=...)``): its lmlogger tags and sidecar are ours."""
+        tags = self.client.get_run(self.run_id).data.tags
+        if tags.get(SIDECAR_TAG) != ARTIFACT_PATH:
+            return
+        self.tags_written.update({k: v for k, v in tags.items() if k.startswith("lmlogger.")})
+        if not os.path.exists(self.path):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = self.client.download_artifacts(self.run_id, ARTIFACT_PATH, tmp)
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                shutil.copyfile(local, self.path)
+
+    # -- names ------------------------------------------------------------------------------------
+    def _names_of(self, key: str) -> _Names:
+        names = self.names.get(key)
+        if names is not None:
+            return names
+        metric = metric_name(key, self.metric_prefix)
+        reference_arg, reference = reference_name(key, self.prefix, self.metric_prefix)
+        base = fit_name(metric, _TAG_ROOM, key)
+        taken = {n.tag_base for n in self.names.values()}
+        if base in taken:  # two keys MLflow would name alike: keep their tags apart
+            base = fit_name(f"{metric[: _TAG_ROOM - 9]}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", _TAG_ROOM, key)
+        names = self.names[key] = _Names(metric, reference_arg, reference, base)
+        natural = self.metric_prefix + key
+        if metric != natural or reference != self.metric_prefix + self.prefix + key or base != natural:
+            rank_zero_warn(
+                f"lmlogger: `{key}` is not a valid MLflow name as it is; in MLflow its reference metric is "
+                f"`{reference}` and its tags are `{KEY_TAG.format(base, '*')}` (the {ARTIFACT_PATH} artifact "
+                "keeps the full key).",
+                category=UserWarning,
+            )
+        return names
+
+    # -- tags -------------------------------------------------------------------------------------
+    def tags(self) -> dict[str, str]:
+        """Every tag lmlogger wants on the run now (before the user's own are set aside)."""
+        tags = {
+            SIDECAR_TAG: ARTIFACT_PATH,
+            LOCAL_SIDECAR_TAG: _clip(os.path.abspath(self.path)),
+            VERSION_TAG: versions()["lmlogger"],
+        }
+        key_verdicts = {key: worst(v) for key, v in self.verdicts.items() if v}
+        if key_verdicts:
+            tags[RUN_VERDICT_TAG] = worst(key_verdicts.values()) or "unverified"
+            counts = {v: sum(1 for x in key_verdicts.values() if x == v) for v in ("match", "mismatch", "unverified")}
+            summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+            mismatched = sorted(k for k, v in key_verdicts.items() if v == "mismatch")
+            if mismatched:
+                summary += "; mismatch: " + ", ".join(mismatched)
+            tags[SUMMARY_TAG] = _clip(summary, 1000)
+        for key in sorted(set(self.provenance) | set(self.latest)):
+            base = self._names_of(key).tag_base
+            prov = self.provenance.get(key)
+            if key in key_verdicts:
+                tags[KEY_TAG.format(base, "verdict")] = key_verdicts[key]
+            if prov is not None:
+                tags[KEY_TAG.format(base, "provenance")] = prov.kind
+            tags[KEY_TAG.format(base, "detail")] = _clip(self._detail(key, prov, self.latest.get(key)))
+        return tags
+
+    def _detail(self, key: str, prov: ProvenanceRecord | None, rec: VerificationRecord | None) -> str:
+        lines = []
+        if self._names_of(key).metric != key:
+            lines.append(f"key: {key}")
+        if prov is not None:
+            metric = f", metric self.{prov.metric_attribute}" if prov.metric_attribute else ""
+            lines.append(
+                f'self.log("{prov.name}") in {prov.hook}: {prov.kind}, on_step={prov.on_step}, '
+                f"on_epoch={prov.on_epoch}, reduce_fx={prov.reduce_fx}, sync_dist={prov.sync_dist}, "
+                f"batch_size={prov.batch_size} ({prov.batch_size_source}){metric}"
+            )
+            if rec is None:
+                lines.append("step values only: no epoch value to verify")
+        if rec is not None:
+            lines.append(
+                f"{rec.verdict} at {rec.phase} epoch {rec.epoch} (step {rec.step}): logged {_num(rec.logged)}, "
+                f"reference {_num(rec.reference)}"
+            )
+            if rec.findings:
+                lines.append("findings: " + ", ".join(rec.findings))
+            if rec.fix:
+                lines.append(f"fix: {rec.fix}")
+            if rec.reason:
+                lines.append(f"reason: {rec.reason}")
+        return "\n".join(lines)
+
+    def _write_tags(self) -> None:
+        from mlflow.entities import RunTag
+
+        wanted = {k: v for k, v in self.tags().items() if k not in self.protected}
+        unseen = [k for k in wanted if k not in self.tags_written]
+        if unseen:  # never overwrite a tag lmlogger did not write: look before writing a new key
+            existing = self.client.get_run(self.run_id).data.tags
+            for key in unseen:
+                if key in existing:
+                    self.protected.add(key)
+                    del wanted[key]
+                    rank_zero_warn(
+                        f"lmlogger: MLflow run {self.run_id} already has the tag `{key}` = {existing[key]!r}, "
+                        "not set by lmlogger; lmlogger leaves it as it is.",
+                        category=UserWarning,
+                    )
+        changed = [RunTag(k, v) for k, v in wanted.items() if self.tags_written.get(k) != v]
+        for start in range(0, len(changed), TAGS_PER_BATCH):
+            batch = changed[start : start + TAGS_PER_BATCH]
+            self.client.log_batch(self.run_id, tags=batch, synchronous=True)
+            self.tags_written.update({t.key: t.value for t in batch})
+
+
+__all__ = ["ARTIFACT_PATH", "MLflowSink", "metric_name", "reference_name", "server_down"]

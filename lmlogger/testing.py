@@ -1,0 +1,165 @@
+"""Helpers for your own test suite: fail a test when a run logged an epoch value that is not what it claims.
+
+Example::
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import CSVLogger
+    from lmlogger import VerifiedLogger
+    from lmlogger.testing import assert_verified
+
+    def test_my_model_logs_true_epoch_metrics(tmp_path):
+        trainer = Trainer(max_epochs=1, logger=VerifiedLogger(CSVLogger(tmp_path)))
+        trainer.fit(MyModel(), train_loader)
+        assert_verified(trainer)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lightning.pytorch.loggers import Logger
+
+from lmlogger._logger import VerifiedLogger
+from lmlogger._records import FINDINGS
+from lmlogger.audit import AuditReport, KeyReport, audit
+
+__all__ = ["assert_verified", "verified"]
+
+#: At most this many epochs are listed per key in an assertion message.
+_EPOCHS_SHOWN = 3
+
+
+def assert_verified(
+    target: Any,
+    *,
+    allow_unverified: bool = True,
+    tracking_uri: str | None = None,
+) -> AuditReport:
+    """Fail with a readable message when a run has a mismatched (or, optionally, unverified) key.
+
+    Args:
+        target: what to check: a ``Trainer`` (every :class:`~lmlogger.VerifiedLogger` among its loggers),
+            a :class:`~lmlogger.VerifiedLogger`, an :class:`~lmlogger.AuditReport`, or what
+            :func:`lmlogger.audit` accepts (a run dir, a folder of runs, ``runs:/<run_id>``).
+        allow_unverified: when ``False``, a key with no trustworthy reference fails the check too.
+        tracking_uri: MLflow tracking URI, for a ``runs:/<run_id>`` target.
+
+    Returns:
+        The :class:`~lmlogger.AuditReport` that was checked, for further assertions.
+
+    Raises:
+        AssertionError: a key mismatched (or was unverified with ``allow_unverified=False``). The
+            message lists each such key with its logged and reference values, finding and fix.
+        ValueError: the trainer has no VerifiedLogger, or the VerifiedLogger has not run yet.
+        TypeError: ``target`` is none of the above.
+
+    Example::
+
+        trainer.fit(model, loader)
+        report = assert_verified(trainer)
+        assert report.by_key()["val_f1"].verdict == "match"
+    """
+    report = _report_of(target, tracking_uri)
+    bad = {"mismatch"} if allow_unverified else {"mismatch", "unverified"}
+    failing = [(run.source, key) for run in report.runs for key in run.keys if key.verdict in bad]
+    if failing:
+        raise AssertionError(_message(report, failing, allow_unverified))
+    return report
+
+
+@contextmanager
+def verified(logger: Logger, *, allow_unverified: bool = True, **options: Any) -> Iterator[VerifiedLogger]:
+    """Wrap ``logger`` for the duration of a ``with`` block and check the run when the block ends.
+
+    On a clean exit the run is checked with :func:`assert_verified`; the wrapper's hold on
+    ``LightningModule.log`` is released either way, so nothing stays patched after the block.
+
+    Args:
+        logger: the Lightning logger to wrap.
+        allow_unverified: passed to :func:`assert_verified`.
+        **options: :class:`~lmlogger.VerifiedLogger` options (``rtol``, ``atol``, ``on_mismatch``, ``prefix``);
+            ``on_mismatch`` defaults to ``"ignore"`` here: the check at the end reports every key at once.
+
+    Example::
+
+        with verified(CSVLogger(tmp_path)) as logger:
+            Trainer(max_epochs=1, logger=logger).fit(model, loader)
+    """
+    options.setdefault("on_mismatch", "ignore")
+    vlogger = VerifiedLogger(logger, **options)
+    try:
+        yield vlogger
+        assert_verified(vlogger, allow_unverified=allow_unverified)
+    finally:
+        vlogger._lml_release()
+
+
+def _report_of(target: Any, tracking_uri: str | None) -> AuditReport:
+    if isinstance(target, AuditReport):
+        return target
+    if isinstance(target, VerifiedLogger):
+        return _logger_report(target)
+    if isinstance(target, (str, os.PathLike)):
+        return audit(target, tracking_uri=tracking_uri)
+    loggers = getattr(target, "loggers", None)
+    if isinstance(loggers, list) and hasattr(target, "fit"):
+        verified_loggers = [lg for lg in loggers if isinstance(lg, VerifiedLogger)]
+        if not verified_loggers:
+            raise ValueError(
+                "assert_verified(trainer): the trainer has no VerifiedLogger among its loggers "
+                f"({', '.join(type(lg).__name__ for lg in loggers) or 'none'}). "
+                "Wrap one: Trainer(logger=VerifiedLogger(CSVLogger('logs')))"
+            )
+        report = AuditReport()
+        for lg in verified_loggers:
+            report.runs.extend(_logger_report(lg).runs)
+        return report
+    raise TypeError(
+        "assert_verified() takes a Trainer, a VerifiedLogger, an AuditReport or a run path, "
+        f"got {type(target).__name__}"
+    )
+
+
+def _logger_report(logger: VerifiedLogger) -> AuditReport:
+    try:
+        return logger.report()
+    except RuntimeError as err:
+        raise ValueError(f"assert_verified: {err}") from None
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _message(report: AuditReport, failing: list[tuple[str, KeyReport]], allow_unverified: bool) -> str:
+    s = report.summary
+    what = "mismatch" if allow_unverified else "mismatch or unverified"
+    lines = [
+        f"lmlogger: {len(failing)} key(s) {what} "
+        f"({s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified)"
+    ]
+    source = None
+    for run_source, key in failing:
+        if run_source != source:
+            source = run_source
+            lines.append(f"run {source}:")
+        lines.append(f"  {key.key}: {key.verdict} ({key.provenance} logged from {key.hook})")
+        bad = [e for e in key.epochs if e.verdict == key.verdict]
+        for epoch in bad[:_EPOCHS_SHOWN]:
+            sign = "!=" if epoch.verdict == "mismatch" else "vs"
+            lines.append(
+                f"    {epoch.phase} epoch {epoch.epoch}: logged {_num(epoch.logged)} {sign} "
+                f"reference {_num(epoch.reference)}"
+            )
+        if len(bad) > _EPOCHS_SHOWN:
+            lines.append(f"    ... and {len(bad) - _EPOCHS_SHOWN} more epoch(s)")
+        for code in key.findings:
+            lines.append(f"    finding {code}: {FINDINGS.get(code, '')}".rstrip(": "))
+        if key.reason and key.verdict == "unverified":
+            lines.append(f"    reason: {key.reason}")
+        if key.fix:
+            lines.append(f"    fix: {key.fix}")
+    return "\n".join(lines)
