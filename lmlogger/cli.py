@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from lmlogger.audit import audit
-    from lmlogger.audit._render import to_json, to_markdown, to_table
+    from lmlogger.audit._render import print_table, to_json, to_markdown
     from lmlogger.audit._sidecar import AuditInputError
 
     try:
@@ -58,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.format == "markdown":
         print(to_markdown(report))
     else:
-        colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
-        print(to_table(report, colour=colour))
+        print_table(report, colour=False if args.no_color or "NO_COLOR" in os.environ else None)
     return report.exit_code
 
 

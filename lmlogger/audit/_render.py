@@ -73,6 +73,57 @@ def to_markdown(report: AuditReport) -> str:
 _COLOURS = {"match": "green", "mismatch": "bold red", "unverified": "yellow"}
 
 
+def print_table(report: AuditReport, colour: bool | None = None) -> None:
+    """Print the table to stdout: on a terminal with rich (colour where the terminal supports it) when
+    installed, else as plain aligned text (pipes, files, CI logs)."""
+    import sys
+
+    try:
+        from rich.console import Console
+    except ImportError:
+        Console = None
+    if Console is None or not sys.stdout.isatty():
+        print(to_table(report, colour=bool(colour) and sys.stdout.isatty()))
+        return
+    console = Console(no_color=colour is False, highlight=False, soft_wrap=False)
+    console.print(_rich_renderables(report), end="")
+
+
+def _rich_renderables(report: AuditReport):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    s = report.summary
+    parts: list = [
+        Text.assemble(
+            "lmlogger audit: ",
+            (f"{s['match']} match", "green"),
+            ", ",
+            (f"{s['mismatch']} mismatch", "bold red" if s["mismatch"] else ""),
+            ", ",
+            (f"{s['unverified']} unverified", "yellow" if s["unverified"] else ""),
+            "\n",
+        )
+    ]
+    for source, rows, problems, complete, state in _rows(report):
+        table = Table(title=f"{source} ({state})", title_justify="left", title_style="bold" if complete else "bold red")
+        for header in HEADERS[:-1]:
+            fixed = header in ("logged", "reference", "verdict")
+            table.add_column(header, overflow="fold", no_wrap=fixed, min_width=None if fixed else 8)
+        fixes = []
+        for row in rows:
+            cells = list(row)
+            table.add_row(*cells[:5], Text(cells[5], style=_COLOURS.get(cells[5], "")), cells[6])
+            if cells[7]:
+                fixes.append(Text.assemble((f"  {cells[0]}: ", "bold"), cells[7]))
+        parts.append(table)
+        if fixes:
+            parts += [Text("fix / reason:"), *fixes]
+        parts += [Text(f"store check: {p}", style="yellow") for p in problems]
+    return Group(*parts)
+
+
 def to_table(report: AuditReport, colour: bool = False) -> str:
     """A plain-text table; ANSI colour when ``colour`` (a terminal that supports it)."""
 
@@ -88,17 +139,19 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
     ]
     for source, rows, problems, _complete, state in _rows(report):
         out += ["", f"{source} ({state})"]
-        table = [HEADERS, *rows]
-        widths = [min(max(len(r[i]) for r in table), 60 if i == 7 else 40) for i in range(len(HEADERS))]
+        table = [HEADERS[:-1], *(r[:-1] for r in rows)]
+        widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS) - 1)]
         for n, row in enumerate(table):
             cells = []
             for i, cell in enumerate(row):
-                text = cell if len(cell) <= widths[i] or i == 7 else cell[: widths[i] - 1] + "…"
-                padded = text.ljust(widths[i]) if i < len(row) - 1 else text
+                padded = cell.ljust(widths[i]) if i < len(row) - 1 else cell
                 cells.append(paint(padded, row[5]) if n and i == 5 else padded)
             out.append("  ".join(cells).rstrip())
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
+        fixes = [f"  {r[0]}: {r[7]}" for r in rows if r[7]]
+        if fixes:
+            out += ["fix / reason:", *fixes]
         for problem in problems:
             out.append(f"store check: {problem}")
     return "\n".join(out)

@@ -19,6 +19,8 @@ from lmlogger.audit._model import RunReport
 def _close(a: float, b: float) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
     return abs(a - b) <= 1e-6 + 1e-5 * abs(b)
 
 
@@ -38,29 +40,16 @@ def read_csv_metrics(path: str, keys: set[str]) -> dict[str, dict[int, float]]:
     return out
 
 
-def read_tb_scalars(run_dir: str, keys: set[str]) -> dict[str, dict[int, float]]:
-    """``{key: {step: value}}`` for ``keys`` from the event files of ``run_dir`` (tensorboard's reader).
+def read_tb_scalars(run_dir: str, keys: set[str], steps: set[int] | None = None) -> dict[str, dict[int, float]]:
+    """``{key: {step: value}}`` for ``keys`` from the event files of ``run_dir``.
 
-    Only the records of the wanted tags are decoded: the loader yields raw events and the audit
-    skips every summary value whose tag it does not need.
+    Only events at ``steps`` are decoded (see :mod:`lmlogger.audit._tfrecord`), so auditing a run
+    with millions of points reads the bytes once and decodes a few hundred events.
     """
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
+    from lmlogger.audit._tfrecord import read_scalars
 
-    out: dict[str, dict[int, float]] = {k: {} for k in keys}
-    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
-        for event in EventFileLoader(path).Load():
-            if not event.HasField("summary"):
-                continue
-            for value in event.summary.value:
-                if value.tag not in out:
-                    continue
-                if value.HasField("simple_value"):
-                    number = float(value.simple_value)
-                else:
-                    number = float(tensor_util.make_ndarray(value.tensor).item())
-                out[value.tag][event.step] = number
-    return out
+    paths = sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")))
+    return read_scalars(paths, keys, steps)
 
 
 def cross_check(run_dir: str, report: RunReport) -> list[str]:
@@ -78,7 +67,8 @@ def cross_check(run_dir: str, report: RunReport) -> list[str]:
         store, name = read_csv_metrics(os.path.join(run_dir, "metrics.csv"), set(wanted)), "metrics.csv"
     elif report.backend == "tensorboard" and glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
         try:
-            store, name = read_tb_scalars(run_dir, set(wanted)), "TensorBoard event files"
+            steps = {e.step for epochs in wanted.values() for e in epochs}
+            store, name = read_tb_scalars(run_dir, set(wanted), steps), "TensorBoard event files"
         except ImportError:
             return [
                 "tensorboard is not installed: the event files were not checked (pip install 'lmlogger[tensorboard]')"

@@ -173,6 +173,7 @@ class MLflowSink(GenericSink):
         self.metric_prefix = metric_prefix_of(logger)
         super().__init__(vlogger, trainer)
         self.client = logger.experiment
+        self.version = versions()["lmlogger"]
         self.provenance: dict[str, ProvenanceRecord] = {}
         self.latest: dict[str, VerificationRecord] = {}
         self.verdicts: dict[str, list[str]] = defaultdict(list)
@@ -312,7 +313,7 @@ class MLflowSink(GenericSink):
         tags = {
             SIDECAR_TAG: ARTIFACT_PATH,
             LOCAL_SIDECAR_TAG: _clip(os.path.abspath(self.path)),
-            VERSION_TAG: versions()["lmlogger"],
+            VERSION_TAG: self.version,
         }
         key_verdicts = {key: worst(v) for key, v in self.verdicts.items() if v}
         if key_verdicts:
