@@ -146,3 +146,40 @@ def test_multiple_loggers_in_a_list(tmp_path):
     assert not any(k.startswith("lmlogger/") for k in csv_scalars(plain.log_dir))
     assert "lmlogger/reference/f1_object" in tb_scalars(tb.log_dir)
     del tb
+
+
+def test_seam_is_idempotent_thread_safe_and_restorable():
+    """Many threads acquiring and releasing the seam leave exactly Lightning's own method behind."""
+    import threading
+
+    from lightning.pytorch import LightningModule
+
+    original = LightningModule.log
+    assert not _intercept.is_installed()
+
+    def hold():
+        for _ in range(200):
+            _intercept.acquire()
+            assert _intercept.is_installed()
+            assert not getattr(LightningModule.log.__wrapped__, "__lmlogger_wrapper__", False)  # never wrapped twice
+            _intercept.release()
+
+    threads = [threading.Thread(target=hold) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert LightningModule.log is original
+    _intercept.release()  # an extra release is harmless
+    assert LightningModule.log is original
+
+
+def test_plain_trainer_beside_a_live_verified_logger_is_untouched(tmp_path):
+    """While a VerifiedLogger exists (seam installed), a trainer without one gets no session, no files."""
+    live = VerifiedLogger(CSVLogger(str(tmp_path / "live")))
+    assert _intercept.is_installed()
+    t, _, _ = fit(tmp_path / "plain", "csv", wrap=False)
+    assert _intercept.session_for(t) is None
+    assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
+    assert not any(type(cb).__name__ == "_WindowCallback" for cb in t.callbacks)
+    del live
