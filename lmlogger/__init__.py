@@ -4,8 +4,8 @@ Wrap any Lightning logger with :class:`VerifiedLogger`; every ``self.log`` value
 provenance, each epoch value gets an independent reference, and :func:`audit` reads it all back.
 """
 
+from lmlogger._errors import MismatchError
 from lmlogger._logger import VerifiedLogger
-from lmlogger._session import MismatchError
 from lmlogger.audit import AuditReport, audit
 
 __all__ = ["AuditReport", "MismatchError", "VerifiedLogger", "audit"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -60,7 +59,3 @@ class Exchange:
             for k, v in rank_pieces.items():
                 all_pieces.setdefault(k, []).extend(v)
         return all_tensors, all_pieces
-
-
-def device_of(metric: Any) -> torch.device:
-    return getattr(metric, "device", torch.device("cpu"))

@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lmlogger import _intercept
-from lmlogger._records import Close, ProvenanceRecord, VerificationRecord
+from lmlogger._records import ProvenanceRecord, VerificationRecord
 from lmlogger._session import Session
 from lmlogger._verify import DEFAULT_ATOL, DEFAULT_RTOL
 from lmlogger.sinks import make_sink
@@ -280,7 +280,6 @@ def _rebuild(logger: Logger, options: Options) -> VerifiedLogger:
 
 
 _classes: dict[type, type] = {}
-_DUNDER_KEEP: frozenset[str] = frozenset()
 
 
 def _transparent_class(base: type) -> type:
@@ -317,7 +316,3 @@ def _delegate(name: str) -> property:
         setattr(self._lml_logger, name, value)
 
     return property(fget, fset, doc=f"The wrapped logger's `{name}`.")
-
-
-def close_record(stage: str, status: str, closed: str) -> Close:
-    return Close(stage=stage, status=status, closed=closed)

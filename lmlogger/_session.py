@@ -3,10 +3,10 @@
 A :class:`Session` is created when a trainer that holds a :class:`~lmlogger.VerifiedLogger` starts a
 run (``fit``, ``validate`` or ``test``) and ends with the logger's ``finalize``. It owns:
 
-* one :class:`_KeyTracker` per Lightning result key (hook, name, dataloader): provenance and the
+* one :class:`KeyTracker` per Lightning result key (hook, name, dataloader): provenance and the
   tensor ledger for the current epoch;
 * one :class:`~lmlogger._ledger.MetricTap` per ``Metric`` of the module;
-* a callback (:class:`_WindowCallback`) that marks window boundaries.
+* a callback (:class:`~lmlogger._windows.WindowCallback`) that marks window boundaries.
 
 Data flows one way: observe -> trackers/taps -> close of an epoch window -> verification records ->
 the sinks of every VerifiedLogger on the trainer.
@@ -15,16 +15,16 @@ the sinks of every VerifiedLogger on the trainer.
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lmlogger import _intercept
 from lmlogger._distributed import Exchange
+from lmlogger._errors import MismatchError
 from lmlogger._ledger import MetricTap, Owner, TensorLedger, accumulation_allowance, reduce_states
 from lmlogger._provenance import (
     METRIC_OBJECT,
@@ -37,69 +37,16 @@ from lmlogger._provenance import (
     phase_of,
     reduce_name,
 )
-from lmlogger._records import ProvenanceRecord, VerificationRecord
+from lmlogger._records import VerificationRecord
+from lmlogger._tracker import KeyTracker
 from lmlogger._verify import Facts, judge
+from lmlogger._windows import WindowCallback
 
 if TYPE_CHECKING:
     from lmlogger._logger import VerifiedLogger
 
 
-class MismatchError(AssertionError):
-    """Raised at epoch end by ``VerifiedLogger(on_mismatch="raise")`` once the records are written."""
-
-
 _LOG_SIGNATURE = inspect.signature(LightningModule.log)
-
-
-@dataclass
-class _KeyTracker:
-    storage_key: str
-    name: str
-    hook: str
-    phase: str
-    step_hook: bool
-    on_step: bool
-    on_epoch: bool
-    reduce: str
-    sync_dist: bool
-    dataloader_idx: int | None
-    epoch_key: str
-    step_key: str
-    kind: str | None = None
-    metric: Any = None
-    attribute: str | None = None
-    pending: PendingNumber | None = None
-    batch_size: int | None = None
-    batch_size_source: str = "default"
-    ledger: TensorLedger | None = None
-    active: bool = False
-    stale: bool = False
-    last_forward: Any = None
-    recorded: tuple[str | None, str | None] | None = None
-
-    @property
-    def key(self) -> str:
-        return self.epoch_key if self.on_epoch else self.step_key
-
-    def provenance(self) -> ProvenanceRecord:
-        keys = (self.step_key, self.epoch_key) if self.on_step and self.on_epoch else (self.key,)
-        return ProvenanceRecord(
-            key=self.key,
-            name=self.name,
-            kind=self.kind or TENSOR,
-            hook=self.hook,
-            phase=self.phase,
-            on_step=self.on_step,
-            on_epoch=self.on_epoch,
-            reduce_fx=self.reduce,
-            sync_dist=self.sync_dist,
-            batch_size=self.batch_size,
-            batch_size_source=self.batch_size_source,
-            dataloader_idx=self.dataloader_idx,
-            logged_keys=keys,
-            metric_attribute=self.attribute,
-            metric_class=type(self.metric).__name__ if self.metric is not None else None,
-        )
 
 
 @dataclass
@@ -118,13 +65,14 @@ class Session:
         self.module = module
         self.loggers: list[VerifiedLogger] = [owner]
         self.options = owner.options
-        self.trackers: dict[str, _KeyTracker | None] = {}
+        self.trackers: dict[str, KeyTracker | None] = {}
         self.metrics = module_metrics(module)
         self.taps: dict[int, MetricTap] = {}
         for attribute, metric in self.metrics:
             self._tap(metric, attribute)
         self.owner: Owner | None = None
         self.outer: Owner | None = None  # the training epoch a validation run interrupts
+        self.eval_owner: Owner | None = None  # the validation/test window in progress
         self.capture: _Capture | None = None
         self.open_train: Owner | None = None
         self.warned: set[str] = set()
@@ -132,7 +80,7 @@ class Session:
         self._results: dict[str | None, Any] = {}
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
-        self.callback = _WindowCallback(self)
+        self.callback = WindowCallback(self)
         self.closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -246,7 +194,7 @@ class Session:
                 tracker.stale = True
             tracker.last_forward = forward
 
-    def _new_tracker(self, results: Any, storage_key: str) -> _KeyTracker | None:
+    def _new_tracker(self, results: Any, storage_key: str) -> KeyTracker | None:
         result = results.get(storage_key)
         if result is None:
             return None
@@ -257,7 +205,7 @@ class Session:
         if meta.add_dataloader_idx and meta.dataloader_idx is not None:
             suffix = results.DATALOADER_SUFFIX.format(meta.dataloader_idx)
         hook = meta.fx.split(".", 1)[0]
-        return _KeyTracker(
+        return KeyTracker(
             storage_key=storage_key,
             name=meta.name,
             hook=hook,
@@ -334,7 +282,7 @@ class Session:
             logger._emit(provenance, records, owner)
         self._report(records)
 
-    def _verify(self, owner: Owner, trackers: list[_KeyTracker], capture: _Capture | None) -> list:
+    def _verify(self, owner: Owner, trackers: list[KeyTracker], capture: _Capture | None) -> list:
         opts = self.options
         for tracker in trackers:
             if tracker.pending is not None:
@@ -470,87 +418,3 @@ def _scalar(value: Any) -> tuple[float | None, str | None]:
     if isinstance(value, (int, float)):
         return float(value), None
     return None, f"compute() returned {type(value).__name__}, not a scalar"
-
-
-class _WindowCallback(Callback):
-    """Marks epoch windows for the session. Inserted first in ``trainer.callbacks`` so that its
-    epoch-end hooks run before the module's (where users call ``reset()``)."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    @property
-    def state_key(self) -> str:
-        return "lmlogger._WindowCallback"
-
-    def _guard(self, where: str, fn: Any, *args: Any) -> None:
-        try:
-            fn(*args)
-        except MismatchError:
-            raise
-        except Exception as err:
-            self.session._internal_error(where, err)
-
-    # training
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        s = self.session
-        if s.open_train is not None:
-            self._guard("closing the training epoch", s.close, s.open_train)
-        s.open_train = ("train", trainer.current_epoch)
-        self._guard("starting the training epoch", s.begin, s.open_train)
-
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        s = self.session
-        if s.open_train is not None:
-            self._guard("ending the training epoch", s.end, s.open_train)
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        s = self.session
-        if s.open_train is not None:
-            owner, s.open_train = s.open_train, None
-            self._guard("closing the training epoch", s.close, owner)
-
-    # validation / test
-    def _eval_start(self, trainer: Any, phase: str) -> None:
-        s = self.session
-        s.outer = s.owner if s.owner is not None and s.owner[0] == "train" else None
-        owner = ("sanity", 0) if trainer.sanity_checking else (phase, trainer.current_epoch)
-        self._guard(f"starting the {phase} epoch", s.begin, owner)
-        s._eval_owner = owner  # type: ignore[attr-defined]
-
-    def _eval_epoch_end(self, trainer: Any) -> None:
-        s = self.session
-        owner = getattr(s, "_eval_owner", None)
-        if owner is not None:
-            self._guard("ending an evaluation epoch", s.end, owner)
-
-    def _eval_end(self, trainer: Any) -> None:
-        s = self.session
-        owner = getattr(s, "_eval_owner", None)
-        s._eval_owner = None  # type: ignore[attr-defined]
-        if owner is not None:
-            self._guard("closing an evaluation epoch", s.close, owner)
-        self._guard("resuming the training epoch", s.resume, s.outer)
-        s.outer = None
-
-    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._eval_start(trainer, "val")
-
-    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._eval_epoch_end(trainer)
-
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        self._eval_end(trainer)
-
-    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._eval_start(trainer, "test")
-
-    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._eval_epoch_end(trainer)
-
-    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
-        self._eval_end(trainer)
-
-
-def warn_once(message: str) -> None:
-    warnings.warn(message, UserWarning, stacklevel=3)

@@ -105,7 +105,3 @@ def judge(
     findings = findings_for(facts, verdict)
     fix = fix_for(facts, findings) if verdict == "mismatch" or findings else None
     return verdict, findings, fix, reason
-
-
-def kinds_with_metric() -> tuple[str, ...]:
-    return (METRIC_OBJECT, METRIC_COMPUTE, METRIC_FORWARD)

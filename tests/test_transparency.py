@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.util import tensor_util
 
 from lmlogger import VerifiedLogger, _intercept
+from lmlogger._windows import WindowCallback
 
 BACKENDS = {"tensorboard": TensorBoardLogger, "csv": CSVLogger}
 
@@ -132,7 +133,7 @@ def test_patch_is_removed_after_the_run_and_plain_trainer_is_unaffected(tmp_path
     assert LightningModule.log is lightning_log or not getattr(LightningModule.log, "__lmlogger_wrapper__", False)
     t, _, _ = fit(tmp_path / "b", "csv", wrap=False)
     assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
-    assert not any(type(cb).__name__ == "_WindowCallback" for cb in t.callbacks)
+    assert not any(isinstance(cb, WindowCallback) for cb in t.callbacks)
 
 
 def test_multiple_loggers_in_a_list(tmp_path):
@@ -181,5 +182,5 @@ def test_plain_trainer_beside_a_live_verified_logger_is_untouched(tmp_path):
     t, _, _ = fit(tmp_path / "plain", "csv", wrap=False)
     assert _intercept.session_for(t) is None
     assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
-    assert not any(type(cb).__name__ == "_WindowCallback" for cb in t.callbacks)
+    assert not any(isinstance(cb, WindowCallback) for cb in t.callbacks)
     del live

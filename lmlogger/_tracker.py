@@ -1,0 +1,63 @@
+"""Per-key state of a run: one tracker per Lightning result key (hook, name, dataloader)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lmlogger._ledger import TensorLedger
+from lmlogger._provenance import TENSOR, PendingNumber
+from lmlogger._records import ProvenanceRecord
+
+
+@dataclass
+class KeyTracker:
+    """What lmlogger knows about one logged key: its context, provenance and this epoch's ledger."""
+
+    storage_key: str
+    name: str
+    hook: str
+    phase: str
+    step_hook: bool
+    on_step: bool
+    on_epoch: bool
+    reduce: str
+    sync_dist: bool
+    dataloader_idx: int | None
+    epoch_key: str
+    step_key: str
+    kind: str | None = None
+    metric: Any = None
+    attribute: str | None = None
+    pending: PendingNumber | None = None
+    batch_size: int | None = None
+    batch_size_source: str = "default"
+    ledger: TensorLedger | None = None
+    active: bool = False
+    stale: bool = False
+    last_forward: Any = None
+    recorded: tuple[str | None, str | None] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.epoch_key if self.on_epoch else self.step_key
+
+    def provenance(self) -> ProvenanceRecord:
+        keys = (self.step_key, self.epoch_key) if self.on_step and self.on_epoch else (self.key,)
+        return ProvenanceRecord(
+            key=self.key,
+            name=self.name,
+            kind=self.kind or TENSOR,
+            hook=self.hook,
+            phase=self.phase,
+            on_step=self.on_step,
+            on_epoch=self.on_epoch,
+            reduce_fx=self.reduce,
+            sync_dist=self.sync_dist,
+            batch_size=self.batch_size,
+            batch_size_source=self.batch_size_source,
+            dataloader_idx=self.dataloader_idx,
+            logged_keys=keys,
+            metric_attribute=self.attribute,
+            metric_class=type(self.metric).__name__ if self.metric is not None else None,
+        )

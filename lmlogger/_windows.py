@@ -1,0 +1,94 @@
+"""Epoch windows: the callback that tells a session where Lightning's epochs begin and end.
+
+Inserted first in ``trainer.callbacks`` so that its epoch-end hooks run before the module's own
+(where users call ``reset()``), and called on every rank in the same order, which makes its
+hooks the places for lmlogger's one collective per closed epoch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch import Callback
+
+from lmlogger._errors import MismatchError
+
+if TYPE_CHECKING:
+    from lmlogger._session import Session
+
+
+class WindowCallback(Callback):
+    """Marks epoch windows for a :class:`~lmlogger._session.Session` (see module docstring)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @property
+    def state_key(self) -> str:
+        return "lmlogger.WindowCallback"
+
+    def _guard(self, where: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except MismatchError:
+            raise
+        except Exception as err:
+            self.session._internal_error(where, err)
+
+    # training
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        s = self.session
+        if s.open_train is not None:
+            self._guard("closing the training epoch", s.close, s.open_train)
+        s.open_train = ("train", trainer.current_epoch)
+        self._guard("starting the training epoch", s.begin, s.open_train)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        s = self.session
+        if s.open_train is not None:
+            self._guard("ending the training epoch", s.end, s.open_train)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        s = self.session
+        if s.open_train is not None:
+            owner, s.open_train = s.open_train, None
+            self._guard("closing the training epoch", s.close, owner)
+
+    # validation / test
+    def _eval_start(self, trainer: Any, phase: str) -> None:
+        s = self.session
+        s.outer = s.owner if s.owner is not None and s.owner[0] == "train" else None
+        owner = ("sanity", 0) if trainer.sanity_checking else (phase, trainer.current_epoch)
+        self._guard(f"starting the {phase} epoch", s.begin, owner)
+        s.eval_owner = owner
+
+    def _eval_epoch_end(self, trainer: Any) -> None:
+        s = self.session
+        if s.eval_owner is not None:
+            self._guard("ending an evaluation epoch", s.end, s.eval_owner)
+
+    def _eval_end(self, trainer: Any) -> None:
+        s = self.session
+        owner, s.eval_owner = s.eval_owner, None
+        if owner is not None:
+            self._guard("closing an evaluation epoch", s.close, owner)
+        self._guard("resuming the training epoch", s.resume, s.outer)
+        s.outer = None
+
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_start(trainer, "val")
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_epoch_end(trainer)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_end(trainer)
+
+    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_start(trainer, "test")
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_epoch_end(trainer)
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_end(trainer)
