@@ -42,20 +42,24 @@ class Exchange:
         return 1
 
     def gather(
-        self, tensors: dict[str, Any], pieces: dict[str, list[Any]]
-    ) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-        """``({key: [partial of each rank]}, {metric: [pieces of all ranks]})``."""
+        self, tensors: dict[str, Any], pieces: dict[str, list[Any]], logged: dict[str, Any]
+    ) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, Any]]:
+        """``({key: [partial of each rank]}, {metric: [pieces of all ranks]}, rank 0's logged values)``.
+
+        Every rank judges with rank 0's logged values (the ones the tracker stores), so all ranks
+        reach the same verdicts, and ``on_mismatch="raise"`` raises on all ranks or on none.
+        """
         if self.world_size == 1:
-            return {k: [v] for k, v in tensors.items()}, dict(pieces)
-        payload = (_to_cpu(tensors), _to_cpu(pieces))
+            return {k: [v] for k, v in tensors.items()}, dict(pieces), logged
+        payload = (_to_cpu(tensors), _to_cpu(pieces), logged)
         out: list[Any] = [None] * self.world_size
         Exchange.collectives += 1
         dist.all_gather_object(out, payload)
         all_tensors: dict[str, list[Any]] = {}
         all_pieces: dict[str, list[Any]] = {}
-        for rank_tensors, rank_pieces in out:
+        for rank_tensors, rank_pieces, _ in out:
             for k, v in rank_tensors.items():
                 all_tensors.setdefault(k, []).append(v)
             for k, v in rank_pieces.items():
                 all_pieces.setdefault(k, []).extend(v)
-        return all_tensors, all_pieces
+        return all_tensors, all_pieces, out[0][2]

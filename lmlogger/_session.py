@@ -307,7 +307,8 @@ class Session:
         except Exception as err:
             self._internal_error("collecting epoch states", err)
             local_tensor, local_pieces = {}, {}
-        gathered_tensor, gathered_pieces = self.exchange.gather(local_tensor, local_pieces)
+        local_values = dict(capture.values) if capture is not None else {}
+        gathered_tensor, gathered_pieces, values = self.exchange.gather(local_tensor, local_pieces, local_values)
 
         references: dict[str, tuple[float | None, str | None]] = {}
         for attribute, tap in metric_taps.items():
@@ -326,7 +327,6 @@ class Session:
             references[attribute] = _scalar(value)
 
         records = []
-        values = capture.values if capture is not None else {}
         world = self.exchange.world_size
         for tracker in trackers:
             if not tracker.on_epoch:

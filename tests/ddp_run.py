@@ -135,6 +135,7 @@ def main():
     parser.add_argument("--strategy", default="ddp_spawn")
     parser.add_argument("--out", required=True)
     parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--on-mismatch", default="ignore")
     args = parser.parse_args()
     quiet()
     seeded(0)
@@ -142,7 +143,7 @@ def main():
     if not args.plain:
         from lmlogger import VerifiedLogger
 
-        logger = VerifiedLogger(logger, on_mismatch="ignore")
+        logger = VerifiedLogger(logger, on_mismatch=args.on_mismatch)
     trainer = Trainer(
         strategy=args.strategy,
         accelerator="cpu",

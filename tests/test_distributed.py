@@ -107,3 +107,13 @@ def test_collectives_zero_per_step_one_per_closed_epoch(run, tmp_path):
     # 2 training epochs + 2 validation runs, closed before on_fit_end
     assert wrapped["lmlogger"] == 4
     assert wrapped["other"] - plain["other"] == 4  # nothing else: no hidden syncs at epoch end either
+
+
+def test_on_mismatch_raise_raises_on_every_rank_without_hanging(tmp_path):
+    """Ranks judge with rank 0's logged values, so "raise" stops all ranks together (no deadlock)."""
+    cmd = [sys.executable, SCRIPT, "--strategy", "ddp_spawn", "--out", str(tmp_path), "--on-mismatch", "raise"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "MismatchError" in proc.stderr and "rank_value" in proc.stderr
+    report = lmlogger.audit(str(tmp_path))
+    assert report.by_key()["rank_value"].verdict == "mismatch"  # written before raising
