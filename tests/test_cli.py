@@ -38,6 +38,7 @@ class NaNs(KitchenSink):
         loss = super().training_step(batch, batch_idx)
         self.log("always_nan", torch.tensor(float("nan")), on_step=False, on_epoch=True)
         self.log("max_inf", torch.tensor(float("inf")), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log("lr", 0.1, on_step=True, on_epoch=False)  # step-only
         return loss
 
 
@@ -63,6 +64,14 @@ def test_json_is_strict_and_is_the_library_report(runs):
     assert keys["always_nan"]["epochs"][0]["logged"] == "nan"
     assert keys["always_nan"]["verdict"] == "match"  # NaN logged, NaN expected
     assert keys["max_inf"]["epochs"][0]["reference"] == "inf"
+    lr = keys["lr"]  # step-only: provenance, no epochs, counted nowhere
+    assert (lr["provenance"], lr["on_step"], lr["on_epoch"], lr["epochs"], lr["verdict"]) == (
+        "tensor",
+        True,
+        False,
+        [],
+        None,
+    )
     assert data["summary"] == {"match": 5, "mismatch": 4, "unverified": 0}
     assert keys["f1_compute"]["fix"] == 'self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)'
 
