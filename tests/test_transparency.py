@@ -184,3 +184,19 @@ def test_plain_trainer_beside_a_live_verified_logger_is_untouched(tmp_path):
     assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
     assert not any(isinstance(cb, WindowCallback) for cb in t.callbacks)
     del live
+
+
+def test_two_verified_loggers_on_one_trainer(tmp_path):
+    """Each VerifiedLogger in the list gets its own complete sidecar with the same verdicts."""
+    seeded(0)
+    tb = VerifiedLogger(TensorBoardLogger(str(tmp_path), name="tb"), on_mismatch="ignore")
+    cs = VerifiedLogger(CSVLogger(str(tmp_path), name="csv"), on_mismatch="ignore")
+    trainer([tb, cs], tmp_path, max_epochs=2, limit_val_batches=0).fit(KitchenSink(), loader())
+    from lmlogger import audit
+
+    a, b = audit(tb.log_dir), audit(cs.log_dir)
+    assert a.runs[0].complete and b.runs[0].complete
+    assert {k: v.verdict for k, v in a.by_key().items()} == {k: v.verdict for k, v in b.by_key().items()}
+    assert a.by_key()["f1_compute"].verdict == "mismatch"
+    assert b.runs[0].problems == [] and a.runs[0].problems == []
+    del tb, cs
