@@ -53,7 +53,7 @@ def _late_attach(module: LightningModule, trainer: Any) -> Session | None:
     for logger in getattr(trainer, "loggers", ()):
         attach = getattr(type(logger), "_lml_attach", None)
         if attach is not None:
-            attach(logger, module)
+            attach(logger, module, late=True)
     return _sessions.get(trainer)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 from lmlogger import _intercept
 from lmlogger._records import ProvenanceRecord, VerificationRecord
@@ -215,7 +215,7 @@ class VerifiedLogger(Logger):
             self._lml_held = False
             _intercept.release()
 
-    def _lml_attach(self, model: Any) -> None:
+    def _lml_attach(self, model: Any, late: bool = False) -> None:
         trainer = getattr(model, "_trainer", None)
         if trainer is None or self._lml_session is not None:
             return
@@ -223,7 +223,7 @@ class VerifiedLogger(Logger):
         session = _intercept.session_for(trainer)
         if session is None:
             session = Session(trainer, model, self)
-            session.start()
+            session.start(late)
         elif self not in session.loggers:
             session.loggers.append(self)
         self._lml_session = session
@@ -234,8 +234,12 @@ class VerifiedLogger(Logger):
                     sink = self._lml_sink = make_sink(self, trainer)
                 stage = trainer.state.fn.value if trainer.state.fn is not None else "unknown"
                 sink.begin(stage)
-            except Exception as err:
-                session._internal_error("opening the sidecar", err)
+            except Exception as err:  # e.g. a tracking server that is down: training goes on, unrecorded
+                self._lml_sink = None
+                rank_zero_warn(
+                    f"lmlogger: cannot record this run for {type(self._lml_logger).__name__} "
+                    f"({type(err).__name__}: {err}). Training continues; lmlogger writes nothing for this logger."
+                )
 
     def _lml_finish(self, status: str) -> None:
         session = self._lml_session

@@ -91,16 +91,15 @@ class Session:
             tap.install()
         return tap
 
-    def start(self) -> None:
+    def start(self, late: bool = False) -> None:
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
-        self._join_running_window()
+        if late:
+            self._join_running_window()
 
     def _join_running_window(self) -> None:
         """When attached late (first ``self.log`` of a run), open the window that is already running."""
         trainer = self.trainer
-        if trainer._active_loop is None:
-            return  # normal case: attached before the first loop starts
         if trainer.sanity_checking or trainer.validating:
             self.callback._eval_start(trainer, "val")
         elif trainer.testing:

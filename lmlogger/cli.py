@@ -44,21 +44,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lmlogger.audit._plot import plot
 
             plot(report, args.plot)
+        if args.format == "json":
+            print(to_json(report))
+        elif args.format == "markdown":
+            print(to_markdown(report))
+        elif args.format == "prov":
+            from lmlogger.audit._prov import to_prov_json
+
+            print(to_prov_json(report))
+        else:
+            print_table(report, colour=False if args.no_color or "NO_COLOR" in os.environ else None)
+        sys.stdout.flush()
     except AuditInputError as err:
         print(f"lmlogger: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lmlogger audit ... | head`: the reader left; that is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return report.exit_code
     except KeyboardInterrupt:
         return 2
-    if args.format == "json":
-        print(to_json(report))
-    elif args.format == "prov":
-        from lmlogger.audit._prov import to_prov_json
-
-        print(to_prov_json(report))
-    elif args.format == "markdown":
-        print(to_markdown(report))
-    else:
-        print_table(report, colour=False if args.no_color or "NO_COLOR" in os.environ else None)
     return report.exit_code
 
 

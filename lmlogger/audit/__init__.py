@@ -54,13 +54,27 @@ def audit(
                 f"{source}: no lmlogger run found (no lmlogger/provenance.jsonl below it); "
                 "was the run trained with VerifiedLogger?"
             )
-    runs = []
+    from lmlogger.audit._stores import cross_check
+
+    runs: list[RunReport] = []
+    by_run_id: dict[str, int] = {}
+    kept_sizes: dict[str, int] = {}
     for path in sidecars:
         run_dir = os.path.dirname(os.path.dirname(path))
-        report, _ = run_report(run_dir, path, rtol=rtol, atol=atol)
-        from lmlogger.audit._stores import cross_check
-
+        report, records = run_report(run_dir, path, rtol=rtol, atol=atol)
         report.problems.extend(cross_check(run_dir, report))
+        # The same MLflow run can sit twice below a folder (the local sidecar and the artifact store's
+        # copy of it): audit it once, keeping the copy that holds more.
+        run_id = records[0].run.get("run_id") if records else None
+        if run_id is not None and run_id in by_run_id:
+            kept = runs[by_run_id[run_id]]
+            if (report.complete, len(records)) > (kept.complete, kept_sizes[run_id]):
+                runs[by_run_id[run_id]] = report
+                kept_sizes[run_id] = len(records)
+            continue
+        if run_id is not None:
+            by_run_id[run_id] = len(runs)
+            kept_sizes[run_id] = len(records)
         runs.append(report)
     return AuditReport(runs=runs)
 
