@@ -68,7 +68,7 @@ def data(n: int, batch_size: int = 8) -> DataLoader:
 
 def make_trainer(logger, root: str, max_epochs: int = 1, **kwargs) -> Trainer:
     warnings.filterwarnings("ignore")
-    return Trainer(
+    options = dict(
         max_epochs=max_epochs,
         logger=logger,
         default_root_dir=root,
@@ -79,8 +79,9 @@ def make_trainer(logger, root: str, max_epochs: int = 1, **kwargs) -> Trainer:
         accelerator="cpu",
         devices=1,
         num_sanity_val_steps=0,
-        **kwargs,
     )
+    options.update(kwargs)
+    return Trainer(**options)
 
 
 def seed() -> None:
