@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -82,6 +83,20 @@ def make_trainer(logger, root: str, max_epochs: int = 1, **kwargs) -> Trainer:
     )
     options.update(kwargs)
     return Trainer(**options)
+
+
+def fresh_logger(kind: str, wrapped: bool) -> tuple[object, str]:
+    """``(logger, root)``: a ``TensorBoardLogger`` or ``CSVLogger`` in a new temp dir, wrapped or not."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    seed()
+    root = tempfile.mkdtemp()
+    logger = (TensorBoardLogger if kind == "tensorboard" else CSVLogger)(root)
+    if wrapped:
+        from lmlogger import VerifiedLogger
+
+        logger = VerifiedLogger(logger, on_mismatch="ignore")
+    return logger, root
 
 
 def seed() -> None:

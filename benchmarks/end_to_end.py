@@ -12,23 +12,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoggingHeavy, data, machine, make_trainer, median, run_child, seed
+from _common import LoggingHeavy, data, fresh_logger, machine, make_trainer, median, run_child
 
 
 def child(wrapped: bool, steps: int) -> None:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    seed()
-    root = tempfile.mkdtemp()
-    logger = TensorBoardLogger(root)
-    if wrapped:
-        from lmlogger import VerifiedLogger
-
-        logger = VerifiedLogger(logger, on_mismatch="ignore")
+    logger, root = fresh_logger("tensorboard", wrapped)
     epochs = 3
     trainer = make_trainer(logger, root, max_epochs=epochs, log_every_n_steps=1)
     model = LoggingHeavy()

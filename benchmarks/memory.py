@@ -13,12 +13,11 @@ import gc
 import json
 import os
 import sys
-import tempfile
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
-from _common import machine, make_trainer, run_child, seed
+from _common import fresh_logger, machine, make_trainer, run_child
 from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryF1Score
@@ -47,15 +46,7 @@ class Minimal(LightningModule):
 
 
 def child(wrapped: bool, steps: int) -> None:
-    from lightning.pytorch.loggers import CSVLogger
-
-    seed()
-    root = tempfile.mkdtemp()
-    logger = CSVLogger(root)
-    if wrapped:
-        from lmlogger import VerifiedLogger
-
-        logger = VerifiedLogger(logger, on_mismatch="ignore")
+    logger, root = fresh_logger("csv", wrapped)
     first = min(10_000, steps // 10)
     model = Minimal({first, steps})
     data = TensorDataset(torch.rand(steps, 1), torch.randint(0, 2, (steps,)))

@@ -14,22 +14,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoggingHeavy, data, machine, make_trainer, median, run_child, seed
+from _common import LoggingHeavy, data, fresh_logger, machine, make_trainer, median, run_child
 
 
 def child(wrapped: bool, steps: int) -> None:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    seed()
-    root = tempfile.mkdtemp()
-    logger = TensorBoardLogger(root)
+    logger, root = fresh_logger("tensorboard", wrapped)
     if wrapped:
-        from lmlogger import VerifiedLogger
-
-        logger = VerifiedLogger(logger, on_mismatch="ignore")
         # direct measurement of lmlogger's own work per call (the session's observe)
         import time
 
