@@ -54,6 +54,12 @@ def test_offline_wandb_run_is_verified(offline):
     assert keys["val_acc"].verdict == "match"
     assert [e.epoch for e in keys["f1_object"].epochs] == [0, 1]
 
+    # the sidecar is among the run's own files (uploaded with the run, or by `wandb sync` when offline)
+    in_run = os.path.join(run.dir, "lmlogger", "provenance.jsonl")
+    assert os.path.isfile(in_run)
+    with open(in_run) as a, open(logger.sidecar_path) as b:
+        assert a.read() == b.read()
+
     # reference metrics went through WandbLogger.log_metrics into the offline run
     summary = dict(run.summary)
     last = keys["f1_compute"].epochs[-1]

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
@@ -57,25 +58,23 @@ def audit(
     from lmlogger.audit._stores import cross_check
 
     runs: list[RunReport] = []
-    by_run_id: dict[str, int] = {}
-    kept_sizes: dict[str, int] = {}
+    seen: dict[str, int] = {}  # run identity (logger class + run info of the first header) -> index
+    sizes: list[int] = []
     for path in sidecars:
         run_dir = os.path.dirname(os.path.dirname(path))
         report, records = run_report(run_dir, path, rtol=rtol, atol=atol)
         report.problems.extend(cross_check(run_dir, report))
-        # The same MLflow run can sit twice below a folder (the local sidecar and the artifact store's
-        # copy of it): audit it once, keeping the copy that holds more.
-        run_id = records[0].run.get("run_id") if records else None
-        if run_id is not None and run_id in by_run_id:
-            kept = runs[by_run_id[run_id]]
-            if (report.complete, len(records)) > (kept.complete, kept_sizes[run_id]):
-                runs[by_run_id[run_id]] = report
-                kept_sizes[run_id] = len(records)
+        # The same run can sit twice below a folder (the local sidecar and a tracker's own copy of it:
+        # MLflow's local artifact store, W&B's run files): audit it once, keeping the copy that holds more.
+        identity = json.dumps([records[0].logger, records[0].run], sort_keys=True, default=str)
+        if identity in seen:
+            index = seen[identity]
+            if (report.complete, len(records)) > (runs[index].complete, sizes[index]):
+                runs[index], sizes[index] = report, len(records)
             continue
-        if run_id is not None:
-            by_run_id[run_id] = len(runs)
-            kept_sizes[run_id] = len(records)
+        seen[identity] = len(runs)
         runs.append(report)
+        sizes.append(len(records))
     return AuditReport(runs=runs)
 
 

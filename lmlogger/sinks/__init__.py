@@ -23,6 +23,10 @@ def make_sink(vlogger: Any, trainer: Any) -> Sink:
         from lmlogger.sinks.mlflow import MLflowSink
 
         return MLflowSink(vlogger, trainer)
+    if "WandbLogger" in cls_names:
+        from lmlogger.sinks.wandb import WandbSink
+
+        return WandbSink(vlogger, trainer)
     return GenericSink(vlogger, trainer)
 
 
