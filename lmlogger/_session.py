@@ -81,7 +81,6 @@ class Session:
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
         self.callback = WindowCallback(self)
-        self.closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _tap(self, metric: Any, attribute: str | None) -> MetricTap:
@@ -136,7 +135,7 @@ class Session:
             self._internal_error(f"recording self.log({name!r})", err)
 
     def _observe(self, module: LightningModule, name: str, value: Any, args: tuple, kwargs: dict) -> None:
-        if args:  # positional options are rare: bind them once to named ones
+        if args:  # options passed positionally (rare): name them
             kwargs = _LOG_SIGNATURE.bind(module, name, value, *args, **kwargs).arguments
         fx = module._current_fx_name
         results = self._results.get(fx)
