@@ -110,6 +110,16 @@ def run_child(script: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def alternating(script: str, repeats: int, steps: int) -> list[dict[str, dict]]:
+    """``repeats`` pairs of child runs ``{"plain": result, "wrapped": result}``, each in a fresh process,
+    alternating which of the two goes first."""
+    pairs = []
+    for i in range(repeats):
+        order = ("plain", "wrapped") if i % 2 == 0 else ("wrapped", "plain")
+        pairs.append({kind: run_child(script, "--child", kind, "--steps", str(steps)) for kind in order})
+    return pairs
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoggingHeavy, data, fresh_logger, machine, make_trainer, median, run_child
+from _common import LoggingHeavy, alternating, data, fresh_logger, machine, make_trainer, median
 
 
 def child(wrapped: bool, steps: int) -> None:
@@ -38,13 +38,10 @@ def main() -> None:
     if args.child:
         child(args.child == "wrapped", args.steps)
         return
-    ratios, plain_s, wrapped_s = [], [], []
-    for i in range(args.repeats):
-        order = ("plain", "wrapped") if i % 2 == 0 else ("wrapped", "plain")
-        seconds = {kind: run_child(__file__, "--child", kind, "--steps", str(args.steps))["seconds"] for kind in order}
-        plain_s.append(seconds["plain"])
-        wrapped_s.append(seconds["wrapped"])
-        ratios.append(seconds["wrapped"] / seconds["plain"])
+    pairs = alternating(__file__, args.repeats, args.steps)
+    plain_s = [p["plain"]["seconds"] for p in pairs]
+    wrapped_s = [p["wrapped"]["seconds"] for p in pairs]
+    ratios = [w / p for w, p in zip(wrapped_s, plain_s, strict=True)]
     print(f"machine: {machine()}")
     print(f"{args.steps} steps, 5 self.log calls per step, log_every_n_steps=1, {args.repeats} repetitions")
     print(f"plain TensorBoardLogger:    median {median(plain_s):.3f} s")

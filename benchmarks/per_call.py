@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoggingHeavy, data, fresh_logger, machine, make_trainer, median, run_child
+from _common import LoggingHeavy, alternating, data, fresh_logger, machine, make_trainer, median
 
 
 def child(wrapped: bool, steps: int) -> None:
@@ -58,14 +58,10 @@ def main() -> None:
     if args.child:
         child(args.child == "wrapped", args.steps)
         return
-    plain, wrapped, observe = [], [], []
-    for i in range(args.repeats):
-        order = ("plain", "wrapped") if i % 2 == 0 else ("wrapped", "plain")
-        for kind in order:
-            result = run_child(__file__, "--child", kind, "--steps", str(args.steps))
-            (plain if kind == "plain" else wrapped).append(result["us_per_call"])
-            if kind == "wrapped":
-                observe.append(result["observe_us_per_call"])
+    pairs = alternating(__file__, args.repeats, args.steps)
+    plain = [p["plain"]["us_per_call"] for p in pairs]
+    wrapped = [p["wrapped"]["us_per_call"] for p in pairs]
+    observe = [p["wrapped"]["observe_us_per_call"] for p in pairs]
     p, w = median(plain), median(wrapped)
     print(f"machine: {machine()}")
     print(f"self.log, Lightning alone:   {p:8.2f} us/call (median of {args.repeats})")
