@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
@@ -108,6 +110,24 @@ def run_child(script: str, *args: str) -> dict:
     """Run ``script`` in a fresh process; it prints one JSON line last."""
     out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def plain_vs_wrapped(
+    doc: str, script: str, child: Callable[[bool, int], None], steps: int, repeats: int | None
+) -> tuple[argparse.Namespace, list[dict[str, dict]]] | None:
+    """The command line every benchmark shares: ``--steps``, ``--repeats`` (when given a default) and the
+    internal ``--child plain|wrapped``. In a child, runs ``child`` and returns ``None``; else returns the
+    arguments and the alternating pairs of child results."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=steps)
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--child", choices=["plain", "wrapped"])
+    args = parser.parse_args()
+    if args.child:
+        child(args.child == "wrapped", args.steps)
+        return None
+    return args, alternating(script, getattr(args, "repeats", 1), args.steps)
 
 
 def alternating(script: str, repeats: int, steps: int) -> list[dict[str, dict]]:

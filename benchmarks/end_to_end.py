@@ -8,14 +8,13 @@ first; the figure is the median of the per-repetition ratios wrapped / plain of 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoggingHeavy, alternating, data, fresh_logger, machine, make_trainer, median
+from _common import LoggingHeavy, data, fresh_logger, machine, make_trainer, median, plain_vs_wrapped
 
 
 def child(wrapped: bool, steps: int) -> None:
@@ -30,15 +29,10 @@ def child(wrapped: bool, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", choices=["plain", "wrapped"])
-    args = parser.parse_args()
-    if args.child:
-        child(args.child == "wrapped", args.steps)
+    parsed = plain_vs_wrapped(__doc__, __file__, child, steps=1500, repeats=5)
+    if parsed is None:
         return
-    pairs = alternating(__file__, args.repeats, args.steps)
+    args, pairs = parsed
     plain_s = [p["plain"]["seconds"] for p in pairs]
     wrapped_s = [p["wrapped"]["seconds"] for p in pairs]
     ratios = [w / p for w, p in zip(wrapped_s, plain_s, strict=True)]

@@ -8,7 +8,6 @@ wrapped, and prints the growth of traced memory between step 10k and the last st
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -17,7 +16,7 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
-from _common import fresh_logger, machine, make_trainer, run_child
+from _common import fresh_logger, machine, make_trainer, plain_vs_wrapped
 from lightning.pytorch import LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryF1Score
@@ -59,15 +58,11 @@ def child(wrapped: bool, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--child", choices=["plain", "wrapped"])
-    args = parser.parse_args()
-    if args.child:
-        child(args.child == "wrapped", args.steps)
+    parsed = plain_vs_wrapped(__doc__, __file__, child, steps=100_000, repeats=None)
+    if parsed is None:
         return
-    plain = run_child(__file__, "--child", "plain", "--steps", str(args.steps))
-    wrapped = run_child(__file__, "--child", "wrapped", "--steps", str(args.steps))
+    args, pairs = parsed
+    plain, wrapped = pairs[0]["plain"], pairs[0]["wrapped"]
     print(f"machine: {machine()}")
     print(f"traced memory growth from step {plain['first']} to {args.steps}:")
     print(f"  plain CSVLogger:   {plain['growth'] / 1024:10.1f} KiB")

@@ -10,13 +10,12 @@ timed too, so its share of the cost is measured within one process, immune to ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import LoggingHeavy, alternating, data, fresh_logger, machine, make_trainer, median
+from _common import LoggingHeavy, data, fresh_logger, machine, make_trainer, median, plain_vs_wrapped
 
 
 def child(wrapped: bool, steps: int) -> None:
@@ -50,15 +49,10 @@ def child(wrapped: bool, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", choices=["plain", "wrapped"])
-    args = parser.parse_args()
-    if args.child:
-        child(args.child == "wrapped", args.steps)
+    parsed = plain_vs_wrapped(__doc__, __file__, child, steps=2000, repeats=5)
+    if parsed is None:
         return
-    pairs = alternating(__file__, args.repeats, args.steps)
+    args, pairs = parsed
     plain = [p["plain"]["us_per_call"] for p in pairs]
     wrapped = [p["wrapped"]["us_per_call"] for p in pairs]
     observe = [p["wrapped"]["observe_us_per_call"] for p in pairs]
