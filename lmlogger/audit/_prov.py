@@ -158,6 +158,21 @@ class _RunWriter:
         for epoch in key.epochs:
             self._epoch(key, series, epoch, f"{qkey}.{epoch.phase}.{epoch.epoch}")
 
+    def _derived(
+        self, activity_id: str, activity_attrs: Any, entity_id: str, entity_attrs: Any, inputs: Any, agent: Any
+    ) -> Any:
+        """An epoch value (entity) made by ``agent``'s computation (activity) from what ``self.log`` received."""
+        doc, ns = self.doc, self.ns
+        activity = doc.activity(ns[activity_id], other_attributes=activity_attrs)
+        doc.wasInformedBy(activity, self.activity)
+        doc.wasAssociatedWith(activity, agent)
+        doc.used(activity, inputs)
+        entity = doc.entity(ns[entity_id], entity_attrs)
+        doc.wasGeneratedBy(entity, activity)
+        doc.wasDerivedFrom(entity, inputs, activity)
+        doc.wasAttributedTo(entity, agent)
+        return entity
+
     def _epoch(self, key: KeyReport, series: Any, epoch: EpochReport, suffix: str) -> None:
         doc, ns = self.doc, self.ns
         where = f"{key.key}, {epoch.phase} epoch {epoch.epoch}"
@@ -181,24 +196,13 @@ class _RunWriter:
                 if key.provenance == "metric_object"
                 else f"reduce_fx={key.reduce_fx} of the values logged in {key.hook}"
             )
-            reduction = doc.activity(
-                ns[f"reduction.{suffix}"],
-                other_attributes=self._attrs(
-                    "LightningReduction",
-                    f"Lightning: {how}",
-                    reduceFx=None if key.provenance == "metric_object" else key.reduce_fx,
-                ),
+            reduction = self._attrs(
+                "LightningReduction",
+                f"Lightning: {how}",
+                reduceFx=None if key.provenance == "metric_object" else key.reduce_fx,
             )
-            doc.wasInformedBy(reduction, self.activity)
-            doc.wasAssociatedWith(reduction, self.lightning)
-            doc.used(reduction, inputs)
-            logged = doc.entity(
-                ns[f"logged.{suffix}"],
-                self._attrs("LoggedEpochValue", f"logged {where}", value=float(epoch.logged), **common),
-            )
-            doc.wasGeneratedBy(logged, reduction)
-            doc.wasDerivedFrom(logged, inputs, reduction)
-            doc.wasAttributedTo(logged, self.lightning)
+            value = self._attrs("LoggedEpochValue", f"logged {where}", value=float(epoch.logged), **common)
+            logged = self._derived(f"reduction.{suffix}", reduction, f"logged.{suffix}", value, inputs, self.lightning)
             doc.specializationOf(logged, series)
             compared.append(logged)
         if epoch.reference is not None:
@@ -207,21 +211,10 @@ class _RunWriter:
                 if key.provenance in _METRIC_KINDS
                 else f"float64 {key.reduce_fx} of the step values, across ranks"
             )
-            recomputation = doc.activity(
-                ns[f"recomputation.{suffix}"],
-                other_attributes=self._attrs("Recomputation", f"lmlogger: {how}"),
-            )
-            doc.wasInformedBy(recomputation, self.activity)
-            doc.wasAssociatedWith(recomputation, self.lmlogger)
-            doc.used(recomputation, inputs)
-            reference = doc.entity(
-                ns[f"reference.{suffix}"],
-                self._attrs("ReferenceEpochValue", f"reference {where}", value=float(epoch.reference), **common),
-            )
-            doc.wasGeneratedBy(reference, recomputation)
-            doc.wasDerivedFrom(reference, inputs, recomputation)
-            doc.wasAttributedTo(reference, self.lmlogger)
-            compared.append(reference)
+            recomputation = self._attrs("Recomputation", f"lmlogger: {how}")
+            value = self._attrs("ReferenceEpochValue", f"reference {where}", value=float(epoch.reference), **common)
+            activity_id, entity_id = f"recomputation.{suffix}", f"reference.{suffix}"
+            compared.append(self._derived(activity_id, recomputation, entity_id, value, inputs, self.lmlogger))
         verification = doc.activity(
             ns[f"verification.{suffix}"],
             other_attributes=self._attrs("Verification", f"lmlogger: compare logged and reference, {where}"),
