@@ -31,7 +31,18 @@ FINDINGS: dict[str, str] = {
     "rank-local": "multi-process run, tensor logged with sync_dist=False: the epoch value is rank 0's alone",
     "stale-step-value": "a metric object logged on_step=True whose forward() was not called that step: "
     "the step value is stale",
-    "shared-metric": "one Metric instance updated in more than one phase (e.g. train and validation)",
+    "shared-metric": "one Metric instance updated in more than one phase (e.g. train and validation), or by more "
+    "than one dataloader of one phase",
+    "derived-value": "a value computed from a compute()/forward() result logged with on_epoch=True from a step "
+    "hook: its epoch value reduces running or per-batch values",
+    "padded-duplicates": "distributed run: the sampler padded ranks to equal length, so some samples were counted "
+    "twice in the epoch value",
+    "weight-mismatch": "a mean over steps weighted by a batch size that disagrees with the number of samples the "
+    "step really had",
+    "reset-before-log": "a metric object logged for the epoch was reset by user code before Lightning computed its "
+    "epoch value, so Lightning logged compute() of an empty or partial state",
+    "decision-on-mismatch": "a callback (ModelCheckpoint, EarlyStopping, an LR scheduler's monitor) acted on this "
+    "key in an epoch whose value was mismatched",
 }
 
 
