@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT
+from lmlogger._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.

@@ -14,11 +14,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from lmlogger._mlflow_names import ARTIFACT_PATH, metric_name, redact, reference_name, server_down
 from lmlogger._records import Header
 from lmlogger.audit._model import RunReport
 from lmlogger.audit._sidecar import AuditInputError, run_report
 from lmlogger.audit._stores import _close
-from lmlogger.sinks.mlflow import ARTIFACT_PATH, metric_name, redact, reference_name, server_down
 
 #: Used for the audit's own MLflow calls unless the environment already sets them: fail fast, not after minutes.
 AUDIT_HTTP_SETTINGS = {

@@ -6,7 +6,6 @@ import json
 import os
 from typing import Any
 
-from lmlogger._provenance import is_step_hook
 from lmlogger._records import (
     SCHEMA_VERSION,
     Close,
@@ -14,6 +13,7 @@ from lmlogger._records import (
     ProvenanceRecord,
     VerificationRecord,
     from_json,
+    is_step_hook,
     worst,
 )
 from lmlogger._verify import Facts, compare, findings_for, fix_for
