@@ -267,14 +267,20 @@ def _checked(type_: str, name: str, value: Any, spec: str) -> Any:
     if value is None and spec.endswith("?"):
         return None
     want = spec.rstrip("?")
-    ok = {
-        "str": isinstance(value, str),
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT < value < _MAX_INT,
-        "number": (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in _NUMBER_WORDS,
-        "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
-        "dict": isinstance(value, dict),
-    }[want]
+    if want == "str":
+        ok = isinstance(value, str)
+    elif want == "bool":
+        ok = isinstance(value, bool)
+    elif want == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT < value < _MAX_INT
+    elif want == "number":
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value in _NUMBER_WORDS
+        )
+    elif want == "strs":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, dict)
     if not ok:
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."

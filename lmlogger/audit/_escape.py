@@ -13,7 +13,9 @@ import unicodedata
 # Categories that are never printed as they are: controls (C0, C1, DEL), format characters (bidi overrides,
 # zero-width joiners), surrogates, private use, unassigned, and the line and paragraph separators.
 _HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_PUNCTUATION = frozenset(string.punctuation)
+# ASCII punctuation that can start markup in CommonMark/GFM: emphasis, code, links, autolinks, HTML, entities,
+# table cells, headings, lists, strikethrough, math, mentions. ``,;'"%?/=^`` never do inside a line.
+_PUNCTUATION = frozenset(string.punctuation) - frozenset(",;'\"%?/=^")
 
 
 def _escape_char(ch: str) -> str:
@@ -39,9 +41,9 @@ def terminal(text: object) -> str:
 
 
 def markdown_text(text: object) -> str:
-    """``text`` as literal markdown: controls escaped, every ASCII punctuation character backslash-escaped
-    (CommonMark renders ``\\X`` as ``X`` for any punctuation, so no link, emphasis, HTML or table cell
-    boundary can start inside it)."""
+    """``text`` as literal markdown: controls escaped, every ASCII punctuation character that can start markup
+    backslash-escaped (CommonMark renders ``\\X`` as ``X`` for any punctuation, so no link, emphasis, HTML,
+    mention or table cell boundary can start inside it)."""
     return "".join("\\" + ch if ch in _PUNCTUATION else ch for ch in terminal(text))
 
 

@@ -27,13 +27,15 @@ def _num(value: float | None) -> str:
 
 
 def _gap(gap: float | None) -> str:
-    """A relative gap as a percentage with two significant digits (``18%``, ``0.21%``, ``3.1e-05%``)."""
+    """A relative gap as a percentage with two significant digits (``18%``, ``0.21%``; ``<0.01%`` below that)."""
     if gap is None:
         return "-"
     if math.isinf(gap):
         return "inf"
     if gap == 0:
         return "0%"
+    if gap < 1e-4:
+        return "<0.01%"
     return f"{100 * gap:.2g}%"
 
 
@@ -71,8 +73,8 @@ def _rows(run: RunReport) -> list[_Row]:
         where = "-"
         if epoch is not None:
             where = str(epoch.epoch)
-            if several:
-                where += f" ({terminal(stage_label(run, epoch.stage))})"
+            if several:  # the stage's short label: "fit #2", not what it resumed from
+                where += f" ({terminal(stage_label(run, epoch.stage).split(' (')[0])})"
         rows.append(
             _Row(
                 key=key,
@@ -92,10 +94,10 @@ def _rows(run: RunReport) -> list[_Row]:
     return rows
 
 
-def _state(run: RunReport) -> str:
+def _state(run: RunReport, escape: Any = terminal) -> str:
     state = "complete" if run.complete else "INCOMPLETE (the last stage never closed: killed or crashed)"
-    stages = ", ".join(terminal(stage.label or stage.stage) for stage in run.stages)
-    return f"{terminal(run.backend)}, {state}; stages: {stages or '-'}"
+    stages = ", ".join(escape(stage.label or stage.stage) for stage in run.stages)
+    return f"{escape(run.backend)}, {state}; stages: {stages or '-'}"
 
 
 def _details(rows: list[_Row]) -> list[str]:
@@ -173,7 +175,7 @@ def to_markdown(report: AuditReport) -> str:
     ]
     headers = ["key", "provenance", "hook", "worst epoch", "logged", "reference", "gap", "verdict", "finding", "fix"]
     for run in report.runs:
-        lines += [f"### {markdown_code(run.source, in_table=False)} ({markdown_text(_state(run))})", ""]
+        lines += [f"### {markdown_code(run.source, in_table=False)} ({_state(run, markdown_text)})", ""]
         lines.append("| " + " | ".join(headers) + " |")
         lines.append("|" + "---|" * len(headers))
         for row in _rows(run):
@@ -182,14 +184,14 @@ def to_markdown(report: AuditReport) -> str:
             fix = key.fix or (key.reason if key.verdict == "unverified" else "") or ""
             cells = [
                 markdown_code(key.key),
-                markdown_text(key.provenance),
-                markdown_text(key.hook),
-                markdown_text(row.epoch),
+                markdown_code(key.provenance),
+                markdown_code(key.hook),
+                _md_epoch(run, key),
                 row.logged,
                 row.reference,
-                markdown_text(row.gap),
+                row.gap,
                 verdict,
-                ", ".join(markdown_text(code) for code in key.findings),
+                ", ".join(markdown_code(code) for code in key.findings),
                 (markdown_code(fix) if key.fix else markdown_text(fix)) if fix else "",
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -199,6 +201,16 @@ def to_markdown(report: AuditReport) -> str:
     for error in report.errors:
         lines.append(f"- could not be read: {markdown_text(error)}")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _md_epoch(run: RunReport, key: KeyReport) -> str:
+    worst = key.worst_epoch()
+    if worst is None:
+        return "-"
+    epoch = worst[0]
+    if len({e.stage for k in run.keys for e in k.epochs}) > 1:
+        return f"{epoch.epoch} ({markdown_text(stage_label(run, epoch.stage).split(' (')[0])})"
+    return str(epoch.epoch)
 
 
 _COLOURS = {"match": "green", "mismatch": "bold red", "unverified": "yellow"}
@@ -250,8 +262,10 @@ def rich_renderable(report: AuditReport) -> Any:
             title_justify="left",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
+            collapse_padding=True,
         )
-        table.add_column("key", overflow="fold", ratio=1, min_width=8)
+        longest = max([3] + [len(r.name) for r in rows])
+        table.add_column("key", overflow="fold", ratio=1, min_width=min(longest, 24))
         for name in ("provenance", "epoch", "logged", "reference", "gap", "verdict"):
             widest = max([len(name)] + [len(getattr(r, name)) for r in rows])
             numeric = name in ("logged", "reference", "gap")
