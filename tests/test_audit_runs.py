@@ -70,7 +70,9 @@ def test_two_ci_jobs_with_relative_paths_are_two_runs(tmp_path, monkeypatch):
         )
     monkeypatch.chdir(tmp_path)
     headers = [
-        json.loads((tmp_path / "ci" / job / "logs/lightning_logs/version_0/lmlogger/provenance.jsonl").open().readline())
+        json.loads(
+            (tmp_path / "ci" / job / "logs/lightning_logs/version_0/lmlogger/provenance.jsonl").open().readline()
+        )
         for job in ("job_a", "job_b")
     ]
     assert headers[0]["logger"] == headers[1]["logger"] and headers[0]["run"] == headers[1]["run"]  # same identity
@@ -116,7 +118,9 @@ def test_damaged_line_then_resume_keeps_every_epoch(tmp_path):
         fh.write("".join(lines[: damaged - 1]) + lines[damaged - 1][:40])
     seeded(0)
     resumed = VerifiedLogger(TensorBoardLogger(str(tmp_path), name="run", version=0), on_mismatch="ignore")
-    trainer(resumed, tmp_path, max_epochs=3, limit_val_batches=0).fit(KitchenSink(val_loaders=1), loader(), ckpt_path=ckpt)
+    trainer(resumed, tmp_path, max_epochs=3, limit_val_batches=0).fit(
+        KitchenSink(val_loaders=1), loader(), ckpt_path=ckpt
+    )
     proc = cli("audit", tmp_path / "run" / "version_0", "--format", "json")
     assert proc.returncode == 1, proc.stderr  # KitchenSink's mismatches, not a rejected file
     run = json.loads(proc.stdout)["runs"][0]
