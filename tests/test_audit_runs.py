@@ -91,7 +91,8 @@ def test_a_copy_or_prefix_of_a_sidecar_is_the_same_run(tmp_path):
     seeded(0)
     logger = VerifiedLogger(CSVLogger(str(tmp_path / "runs")), on_mismatch="ignore")
     trainer(logger, tmp_path, max_epochs=2, limit_val_batches=0).fit(Clean(), loader())
-    text = open(logger.sidecar_path).read()
+    with open(logger.sidecar_path) as fh:
+        text = fh.read()
     lines = text.splitlines(keepends=True)
     copy = tmp_path / "runs" / "copy" / "lmlogger" / "provenance.jsonl"
     copy.parent.mkdir(parents=True)
@@ -110,7 +111,8 @@ def test_damaged_line_then_resume_keeps_every_epoch(tmp_path):
     t.fit(KitchenSink(val_loaders=1), loader())
     ckpt = t.checkpoint_callback.best_model_path
     path = logger.sidecar_path
-    lines = open(path).read().splitlines(keepends=True)
+    with open(path) as fh:
+        lines = fh.read().splitlines(keepends=True)
     damaged = len(lines) - 1  # the line before the close record: a verification record of epoch 1
     lost = json.loads(lines[damaged - 1])
     assert lost["type"] == "verification" and lost["epoch"] == 1
