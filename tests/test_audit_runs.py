@@ -134,8 +134,9 @@ def test_damaged_line_then_resume_keeps_every_epoch(tmp_path):
         if key["epochs"]:
             expected = [(1, 0), (2, 2)] if key["key"] == lost["key"] else [(1, 0), (1, 1), (2, 2)]
             assert [(e["stage"], e["epoch"]) for e in key["epochs"]] == expected, key["key"]
-    assert [s["label"] for s in run["stages"]] == ["fit #1", "fit #2 (resumed from epoch 2)"]
-    assert [s["closed"] for s in run["stages"]] == [False, True]
+    assert run["stages"] == ["fit", "fit"]
+    assert [s["label"] for s in run["stage_details"]] == ["fit #1", "fit #2 (resumed from epoch 2)"]
+    assert [s["closed"] for s in run["stage_details"]] == [False, True]
 
 
 KILLED = textwrap.dedent(
@@ -188,7 +189,7 @@ def resumed_run(tmp_path_factory):
 def test_killed_run_is_incomplete(resumed_run):
     _, killed = resumed_run
     assert killed.complete is False and killed.status is None
-    assert [s.label for s in killed.stages] == ["fit"]
+    assert [s.label for s in killed.stage_details] == ["fit"]
 
 
 def test_resumed_run_is_complete_with_its_stages(resumed_run):
@@ -197,11 +198,11 @@ def test_resumed_run_is_complete_with_its_stages(resumed_run):
     report = lmlogger.audit(run_dir)
     run = report.runs[0]
     assert run.complete is True and run.status == "success"
-    assert [(s.label, s.closed, s.resumed_from_epoch) for s in run.stages] == [
+    assert [(s.label, s.closed, s.resumed_from_epoch) for s in run.stage_details] == [
         ("fit #1", False, None),
         ("fit #2 (resumed from epoch 2)", True, 2),
     ]
-    assert run.stages[1].ckpt_path.endswith(".ckpt")
+    assert run.stage_details[1].ckpt_path.endswith(".ckpt")
     assert epochs_of(report, "loss_epoch") == [(1, 0), (1, 1), (2, 2), (2, 3)]
     assert run.problems == []  # the event files hold every epoch of both stages
     table = report.to_table()
@@ -218,7 +219,7 @@ def test_repeated_fits_are_told_apart(tmp_path):
             trainer(logger, tmp_path, max_epochs=2, limit_val_batches=0).fit(model, loader())
         report = logger.report()
         run = report.runs[0]
-        assert [s.label for s in run.stages] == ["fit #1", "fit #2"], cls
+        assert [s.label for s in run.stage_details] == ["fit #1", "fit #2"], cls
         assert run.complete is True
         assert epochs_of(report, "f1_object") == [(1, 0), (1, 1), (2, 0), (2, 1)]
         assert run.problems == [], (cls, run.problems)

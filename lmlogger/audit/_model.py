@@ -21,7 +21,7 @@ class EpochReport:
     phase: str = "train"
     reason: str | None = None
     findings: list[str] = field(default_factory=list)
-    #: The stage (``RunReport.stages[stage - 1]``) this epoch belongs to: repeated fits are told apart.
+    #: The stage (``RunReport.stage_details[stage - 1]``) this epoch belongs to: repeated fits are told apart.
     stage: int = 1
 
     def gap(self) -> float | None:
@@ -153,10 +153,12 @@ class RunReport:
     backend: str
     complete: bool
     status: str | None
-    stages: list[StageReport]
+    stages: list[str]
     keys: list[KeyReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    #: One entry per stage, in order (``stages`` holds their names): labels, closes, resumes.
+    stage_details: list[StageReport] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(VERDICTS, 0)
@@ -171,7 +173,8 @@ class RunReport:
             "backend": self.backend,
             "complete": self.complete,
             "status": self.status,
-            "stages": [stage.to_dict() for stage in self.stages],
+            "stages": list(self.stages),
+            "stage_details": [stage.to_dict() for stage in self.stage_details],
             "summary": self.counts(),
             "problems": list(self.problems),
             "versions": dict(self.versions),

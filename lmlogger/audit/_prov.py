@@ -107,7 +107,7 @@ class _RunWriter:
     def write(self) -> None:
         run = self.run
         counts = run.counts()
-        stages = [stage.label or stage.stage for stage in run.stages]
+        stages = [stage.label or stage.stage for stage in run.stage_details] or list(run.stages)
         self.activity = self.doc.activity(
             self.ns["run"],
             other_attributes=self._attrs(

@@ -59,8 +59,8 @@ class _Row:
 
 def stage_label(run: RunReport, index: int) -> str:
     """The label of stage ``index`` (1-based) of ``run``: ``fit``, ``fit #2 (resumed from epoch 3)``."""
-    if 1 <= index <= len(run.stages):
-        return run.stages[index - 1].label or run.stages[index - 1].stage
+    if 1 <= index <= len(run.stage_details):
+        return run.stage_details[index - 1].label or run.stage_details[index - 1].stage
     return f"stage {index}"
 
 
@@ -96,7 +96,7 @@ def _rows(run: RunReport) -> list[_Row]:
 
 def _state(run: RunReport, escape: Any = terminal) -> str:
     state = "complete" if run.complete else "INCOMPLETE (the last stage never closed: killed or crashed)"
-    stages = ", ".join(escape(stage.label or stage.stage) for stage in run.stages)
+    stages = ", ".join(escape(stage.label or stage.stage) for stage in run.stage_details)
     return f"{escape(run.backend)}, {state}; stages: {stages or '-'}"
 
 

@@ -235,7 +235,8 @@ def run_report(
         backend=BACKENDS.get(header.logger, header.logger),
         complete=last.closed and not truncated,
         status=last.status if last.closed else None,
-        stages=stages,
+        stages=[stage.stage for stage in stages],
+        stage_details=stages,
         versions=dict(header.versions),
         problems=problems,
     )

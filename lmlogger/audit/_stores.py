@@ -125,6 +125,7 @@ def cross_check(run_dir: str, report: RunReport) -> list[str]:
 
 
 def _stage(report: RunReport, index: int) -> str:
-    if len(report.stages) < 2 or not 1 <= index <= len(report.stages):
+    details = report.stage_details
+    if len(details) < 2 or not 1 <= index <= len(details):
         return ""
-    return f" of {report.stages[index - 1].label or report.stages[index - 1].stage}"
+    return f" of {details[index - 1].label or details[index - 1].stage}"
