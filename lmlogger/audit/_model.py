@@ -81,9 +81,9 @@ class KeyReport:
     def worst_epoch(self) -> tuple[EpochReport, float | None] | None:
         """The epoch behind the key's verdict and its relative gap (see :meth:`EpochReport.gap`).
 
-        Among the epochs whose verdict is the key's verdict (its worst), the one with the largest relative gap;
-        ``None`` for a step-only key. This is the headline a report shows: the size of the worst disagreement,
-        not the last epoch's.
+        Among the epochs whose verdict is the key's verdict (its worst), the one with the largest relative gap
+        (ties go to the latest epoch); ``None`` for a step-only key. This is the headline a report shows: the
+        size of the worst disagreement, not the last epoch's.
 
         Example:
             >>> worst = report.by_key()["f1"].worst_epoch()
@@ -92,7 +92,7 @@ class KeyReport:
         candidates = [e for e in self.epochs if e.verdict == self.verdict]
         if not candidates:
             return None
-        best = max(candidates, key=lambda e: (-1.0 if e.gap() is None else e.gap(), -e.stage, -e.epoch))
+        best = max(candidates, key=lambda e: (-1.0 if e.gap() is None else e.gap(), e.stage, e.epoch))
         return best, best.gap()
 
     def to_dict(self) -> dict[str, Any]:
