@@ -103,9 +103,12 @@ class _ResetTap:
 
     def __call__(self) -> None:
         caller = sys._getframe(1).f_code
-        if caller not in _FORWARD_CODES:
+        user = caller not in _FORWARD_CODES
+        if user:
             self.tap.on_user_reset(by_lightning=caller in _LIGHTNING_RESET_CODES)
         type(self.metric).reset(self.metric)
+        if user:
+            self.tap.after_reset()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _PassThroughReset:
         return _PassThroughReset(copy.deepcopy(self.metric, memo))
@@ -144,6 +147,11 @@ class _ResultTap:
         return (_bound, (self.metric, self.name))
 
 
+def _caches_nothing(metric: Metric) -> bool:
+    """Whether ``metric`` keeps no ``_computed`` of its own (wrappers, ``CompositionalMetric``)."""
+    return isinstance(metric, WrapperMetric) or type(metric)._wrap_compute is not Metric._wrap_compute
+
+
 def _bound(metric: Metric, name: str) -> Any:
     return getattr(type(metric), name).__get__(metric)
 
@@ -175,6 +183,7 @@ class MetricTap:
         self._hook_of = hook_of
         self._shadow: Metric | None = None
         self._base_count = self._count()
+        self._reset_at = 0  # the update count right after the last reset (some metrics keep counting)
         self._baseline: dict[str, Any] | None = self._snapshot() if self._base_count else None
         self._last: tuple[Owner, _Piece, dict[str, Any] | None, int] | None = None
         self._installed = False
@@ -184,6 +193,8 @@ class MetricTap:
         metric = self.metric
         if self.replace:
             return int(getattr(metric, "_num_vals_seen", 0))
+        if isinstance(metric, WrapperMetric):
+            return 0  # wrappers keep no count of their own (ClasswiseWrapper pins it at 1): children do
         return int(metric._update_count)
 
     # -- installation -------------------------------------------------------------------------
@@ -192,9 +203,9 @@ class MetricTap:
         if not self._installed and "reset" not in metric.__dict__:
             metric.__dict__["reset"] = _ResetTap(metric, self)
             self._installed = True
-            if isinstance(metric, WrapperMetric):
-                # Wrappers cache no result (``_computed``/``_forward_cache``): remember the last ones so that
-                # a logged result can be told apart by identity, as for any other metric.
+            if _caches_nothing(metric):
+                # Wrappers and compositions cache no result (``_computed``/``_forward_cache``): remember the
+                # last ones so that a logged result can be told apart by identity, as for any other metric.
                 for name in ("compute", "forward"):
                     self._saved[name] = metric.__dict__.get(name, _MISSING)
                     metric.__dict__[name] = _ResultTap(metric, name, self._saved[name])
@@ -260,7 +271,7 @@ class MetricTap:
             return False
         if count < self._base_count:  # reset by something we did not see (e.g. a class-level call)
             self._baseline = None
-            self._base_count = 0
+            self._base_count = self._reset_at = 0
         piece = self._delta()
         self._last = None
         if self.owner is not None and piece.count > 0:
@@ -289,7 +300,7 @@ class MetricTap:
         self.dl = None  # an evaluation window names its dataloader at its first batch
         if owner is not None and begins:
             window = self.windows.setdefault(owner, _WindowState())
-            window.carried = self._base_count
+            window.carried = self._base_count - self._reset_at
 
     def switch_dataloader(self, dl: int | None) -> None:
         """The evaluation loop moved to dataloader ``dl``: what accumulated belongs to the previous one."""
@@ -310,7 +321,7 @@ class MetricTap:
         self.owner = owner
         self.dl = dl
         self._baseline = None
-        self._base_count = 0
+        self._base_count = self._reset_at = 0
         self.windows.setdefault(owner, _WindowState()).carried = 0
 
     def on_user_reset(self, by_lightning: bool = False) -> None:
@@ -324,8 +335,14 @@ class MetricTap:
             if hook:
                 self.reset_hooks.add(hook)
         self._baseline = None
-        self._base_count = 0
+        self._base_count = self._reset_at = 0
         self._last = None
+
+    def after_reset(self) -> None:
+        """The state is the default now; some metrics keep counting updates across ``reset()``
+        (``CompositionalMetric``, ``ClasswiseWrapper``): count from where the counter stands."""
+        self._baseline = None
+        self._base_count = self._reset_at = self._count()
 
     def carried(self, owner: Owner) -> int:
         """Updates from before ``owner`` began that were still in the state at its epoch end."""
