@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from torch.nn import ModuleDict, ModuleList
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.wrappers import MinMaxMetric, Running
 
 from lmlogger import _intercept
@@ -119,6 +121,24 @@ class Session:
         for attribute, metric in self.metrics:
             if id(metric) not in inner:
                 self._tap(metric, attribute, adopt)
+
+    def _metric_roots(self) -> set[str]:
+        """Attributes of the module that are metrics or containers of metrics only (``self.f1``,
+        ``self.val_metrics[i]``): a call of one of them is a metric's forward(). A model that merely
+        holds metrics somewhere inside (``self.model``) is not one."""
+        roots = set()
+        for name in {n.split(".", 1)[0].split("[", 1)[0] for n, _ in self.metrics}:
+            value = getattr(self.module, name, None)
+            if isinstance(value, (Metric, MetricCollection)):
+                roots.add(name)
+            elif isinstance(value, (dict, ModuleDict)):
+                if all(isinstance(v, (Metric, MetricCollection)) for v in value.values()):
+                    roots.add(name)
+            elif isinstance(value, (list, tuple, ModuleList)) and all(
+                isinstance(v, (Metric, MetricCollection)) for v in value
+            ):
+                roots.add(name)
+        return roots
 
     def _refresh_metrics(self) -> None:
         """Look for metrics made after the run started (in ``setup``, lazily in the first step)."""
@@ -219,8 +239,7 @@ class Session:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
             frame = user_frame(_SKIP_FILES)
             if frame is not None:
-                roots = {name.split(".", 1)[0].split("[", 1)[0] for name, _ in self.metrics}
-                tracker.derived = derivation(frame, tracker.name, roots)
+                tracker.derived = derivation(frame, tracker.name, self._metric_roots())
 
         batch_size = kwargs.get("batch_size")
         if batch_size is None:
