@@ -147,6 +147,11 @@ class _ResultTap:
         return (_bound, (self.metric, self.name))
 
 
+def remembers_results(metric: Metric) -> bool:
+    """Whether lmlogger keeps ``metric``'s last results (``_lml_compute``/``_lml_forward``)."""
+    return isinstance(metric.__dict__.get("compute"), _ResultTap)
+
+
 def _caches_nothing(metric: Metric) -> bool:
     """Whether ``metric`` keeps no ``_computed`` of its own (wrappers, ``CompositionalMetric``)."""
     return isinstance(metric, WrapperMetric) or type(metric)._wrap_compute is not Metric._wrap_compute

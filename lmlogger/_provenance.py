@@ -132,7 +132,12 @@ def _element_index(view: Tensor, base: Tensor) -> tuple[int, ...] | None:
     return tuple(reversed(index))
 
 
-def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -> Classified | PendingNumber:
+def classify(
+    value: Any,
+    metrics: list[tuple[str, Metric]],
+    claimed: set[int],
+    wrappers: list[tuple[str, Metric]] = (),  # type: ignore[assignment]
+) -> Classified | PendingNumber:
     """Classify ``value`` against the module's metrics ``[(attribute, metric), ...]``.
 
     Tensors are matched by identity with ``Metric._computed`` (the cached ``compute()`` result) and
@@ -151,21 +156,21 @@ def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -
                 return Classified(METRIC_COMPUTE, metric, name)
             if metric._forward_cache is value:
                 return Classified(METRIC_FORWARD, metric, name)
+        for name, metric in wrappers:
             extra = metric.__dict__
-            if "_lml_compute" in extra or "_lml_forward" in extra:
-                for kind, cached in (
-                    (METRIC_COMPUTE, extra.get("_lml_compute")),
-                    (METRIC_FORWARD, extra.get("_lml_forward")),
-                ):
-                    if cached is value:
-                        return Classified(kind, metric, name)
-                    if isinstance(cached, dict):
-                        for key, item in cached.items():
-                            if item is value:
-                                return Classified(kind, metric, name, index=(key,))
+            for kind, cached in (
+                (METRIC_COMPUTE, extra.get("_lml_compute")),
+                (METRIC_FORWARD, extra.get("_lml_forward")),
+            ):
+                if cached is value:
+                    return Classified(kind, metric, name)
+                if isinstance(cached, dict):
+                    for key, item in cached.items():
+                        if item is value:
+                            return Classified(kind, metric, name, index=(key,))
         base = value._base
         if base is not None and value.numel() == 1:
-            for name, metric in metrics:
+            for name, metric in (*metrics, *wrappers):
                 extra = metric.__dict__
                 for kind, cached in (
                     (METRIC_COMPUTE, metric._computed),

@@ -36,6 +36,7 @@ from lmlogger._ledger import (
     TensorLedger,
     accumulation_allowance,
     reduce_states,
+    remembers_results,
     stateful_children,
 )
 from lmlogger._provenance import (
@@ -85,6 +86,7 @@ class Session:
         self.taps: dict[int, MetricTap] = {}
         self.owner: Owner | None = None
         self.dl: int | None = None  # the evaluation dataloader running now
+        self.wrappers: list[tuple[str, Any]] = []  # metrics whose last results lmlogger remembers
         self._tap_all(adopt=False)
         self.outer: Owner | None = None  # the training epoch a validation run interrupts
         self.eval_owner: Owner | None = None  # the validation/test window in progress
@@ -121,6 +123,7 @@ class Session:
         for attribute, metric in self.metrics:
             if id(metric) not in inner:
                 self._tap(metric, attribute, adopt)
+        self.wrappers = [(a, m) for a, m in self.metrics if remembers_results(m)]
 
     def _metric_roots(self) -> set[str]:
         """Attributes of the module that are metrics or containers of metrics only (``self.f1``,
@@ -213,7 +216,7 @@ class Session:
             return
         tracker.active = True
 
-        classified = classify(value, self.metrics, self.claimed)
+        classified = classify(value, self.metrics, self.claimed, self.wrappers)
         plain = isinstance(classified, PendingNumber) or classified.kind == TENSOR
         if isinstance(classified, PendingNumber) or (tracker.evidence is not None and classified.kind == TENSOR):
             if tracker.evidence is None:
