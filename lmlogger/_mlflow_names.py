@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ARTIFACT_DIR = "lmlogger"
@@ -62,12 +61,6 @@ def reference_name(key: str, prefix: str, metric_prefix: str = "") -> tuple[str,
     clean_prefix = _LIGHTNING_REMOVES.sub("", metric_prefix)
     body = fit_name(_LIGHTNING_REMOVES.sub("", prefix + key), MAX_KEY_LENGTH - len(clean_prefix), prefix + key)
     return body, clean_prefix + body
-
-
-def metric_prefix_of(logger: Any) -> str:
-    """``MLFlowLogger(prefix=...)`` with the join character Lightning puts after it."""
-    prefix = getattr(logger, "_prefix", "") or ""
-    return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}" if prefix else ""
 
 
 def redact(uri: str) -> str:

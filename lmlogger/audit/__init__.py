@@ -93,7 +93,9 @@ def _one(path: str, rtol: float | None, atol: float | None) -> tuple[RunReport, 
 
     run_dir = os.path.dirname(os.path.dirname(path))
     report, records = run_report(run_dir, path, rtol=rtol, atol=atol)
-    report.problems.extend(cross_check(run_dir, report))
+    run = records[0].run
+    metric_prefix = run.get("metric_prefix") if isinstance(run, dict) else None  # the logger's own prefix=
+    report.problems.extend(cross_check(run_dir, report, metric_prefix if isinstance(metric_prefix, str) else ""))
     return report, records[0], path
 
 

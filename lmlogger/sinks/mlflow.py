@@ -52,14 +52,13 @@ from lmlogger._mlflow_names import (  # noqa: F401  (names importable from here 
     _first_line,
     fit_name,
     metric_name,
-    metric_prefix_of,
     redact,
     reference_name,
     server_down,
 )
 from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
 from lmlogger._versions import versions
-from lmlogger.sinks.generic import GenericSink
+from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
 
 def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
