@@ -7,6 +7,7 @@ never an instruction to the terminal or the renderer.
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 
@@ -48,11 +49,17 @@ def markdown_text(text: object) -> str:
 
 
 def markdown_code(text: object, in_table: bool = True) -> str:
-    """``text`` as an inline code span (literal: no HTML, no links), or as escaped text when it holds a
-    backtick. In a GitHub table cell a ``|`` must be written ``\\|`` even inside a code span."""
+    """``text`` as an inline code span (literal: no HTML, no links, no emphasis).
+
+    A text holding backticks gets a longer fence (CommonMark: a span opened by N backticks ends only at a run
+    of exactly N). In a GitHub table cell a ``|`` must be written ``\\|`` even inside a code span.
+    """
     shown = terminal(text)
-    if "`" in shown or not shown.strip():
+    if not shown.strip():
         return markdown_text(text)
     if in_table:
         shown = shown.replace("|", "\\|")
-    return f"`{shown}`"
+    longest = max((len(run) for run in re.findall(r"`+", shown)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
