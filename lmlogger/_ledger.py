@@ -203,13 +203,6 @@ class MetricTap:
         if window is not None and window.resets:
             window.reset_before_end = True
 
-    def adopt(self, owner: Owner) -> None:
-        """Count the whole current state as ``owner``'s (lmlogger attached in the middle of that window)."""
-        self.owner = owner
-        self._baseline = None
-        self._base_count = 0
-        self.windows.setdefault(owner, _WindowState()).carried = 0
-
     def on_user_reset(self) -> None:
         self.fold()
         if self.owner is not None:

@@ -68,6 +68,7 @@ class Session:
         self.trackers: dict[str, KeyTracker | None] = {}
         self.metrics = module_metrics(module)
         self.taps: dict[int, MetricTap] = {}
+        self._found_metrics = False
         for attribute, metric in self.metrics:
             self._tap(metric, attribute)
         self.owner: Owner | None = None
@@ -90,26 +91,16 @@ class Session:
             tap.install()
         return tap
 
-    def start(self, late: bool = False) -> None:
+    def start(self) -> None:
+        """Called at the start of a run on every rank, before the module's ``setup`` hook."""
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
-        if late:
-            self._join_running_window()
 
-    def _join_running_window(self) -> None:
-        """When attached late (first ``self.log`` of a run), open the window that is already running."""
-        trainer = self.trainer
-        if trainer.sanity_checking or trainer.validating:
-            self.callback._eval_start(trainer, "val")
-        elif trainer.testing:
-            self.callback._eval_start(trainer, "test")
-        elif trainer.training:
-            self.open_train = ("train", trainer.current_epoch)
-            self.begin(self.open_train)
-        # The run started without us: what the metrics hold now is taken to belong to the running window.
-        if self.owner is not None:
-            for tap in self.taps.values():
-                tap.adopt(self.owner)
+    def _find_metrics(self) -> None:
+        """Tap the metrics the module holds once its ``setup``/``configure_model`` hooks have run."""
+        self.metrics = module_metrics(self.module)
+        for attribute, metric in self.metrics:
+            self._tap(metric, attribute)
 
     def detach(self) -> None:
         _intercept.unregister(self.trainer)
@@ -231,6 +222,9 @@ class Session:
 
     # -- windows ------------------------------------------------------------------------------
     def begin(self, owner: Owner) -> None:
+        if not self._found_metrics:  # the first window of the run: setup hooks have run by now
+            self._found_metrics = True
+            self._find_metrics()
         self.owner = owner
         for tap in self.taps.values():
             tap.switch(owner, begins=True)
