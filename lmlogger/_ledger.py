@@ -69,10 +69,49 @@ class _Piece:
     reason: str | None = None
 
 
+_NOT_KEPT = (
+    "the metric was logged only with on_step=True when its state was folded, so lmlogger did not keep "
+    "that part of the epoch's state"
+)
+
+
+def _combine(a: _Piece, b: _Piece, reductions: dict[str, str]) -> _Piece:
+    """One piece holding ``a`` and ``b`` (consecutive stretches, or two ranks), as small as their states allow.
+
+    ``a`` is consumed. A piece that cannot be merged keeps no state, only the reason.
+    """
+    count = a.count + b.count
+    if not (a.exact and b.exact):
+        return _Piece({}, count, False, a.reason if not a.exact else b.reason)
+    states = a.states
+    for name, red in reductions.items():
+        x, y = states[name], b.states[name]
+        if red == _CAT:
+            x.extend(y)  # ``a``'s own list (see _delta and merge)
+        elif red == _SUM:
+            states[name] = x + y
+        elif red in (_MAX, _MIN):
+            states[name] = (torch.maximum if red == _MAX else torch.minimum)(x, y)
+        else:
+            reason = f"state `{name}` has a custom reduction and was updated in several stretches"
+            return _Piece({}, count, False, reason)
+    return _Piece(states, count)
+
+
 @dataclass
 class _WindowState:
+    """One window's share of a metric: its state so far, merged as it is folded (at most one piece,
+    so memory is bounded by the metric's own state size, never by the number of folds)."""
+
     pieces: list[_Piece] = field(default_factory=list)
     carried: int = 0  # updates present when the window first began (before any reset in it)
+
+    def add(self, piece: _Piece, reductions: dict[str, str]) -> None:
+        if self.pieces:
+            self.pieces[0] = _combine(self.pieces[0], piece, reductions)
+        else:
+            self.pieces.append(piece)
+
     resets: int = 0
     reset_before_end: bool = False
 
@@ -117,6 +156,10 @@ class MetricTap:
         self.owner: Owner | None = None
         self.windows: dict[Owner, _WindowState] = {}
         self.phases_updated: set[str] = set()
+        # Whether some key's epoch value may need this metric's per-epoch state: unknown (kept) until a
+        # key is bound to the metric; a metric bound only to step-only keys keeps no folded state.
+        self.bound = False
+        self.epoch_needed = False
         self._shadow: Metric | None = None
         self._base_count = metric._update_count
         self._baseline: dict[str, Any] | None = self._snapshot() if self._base_count else None
@@ -174,6 +217,11 @@ class MetricTap:
                 states[name] = _clone(value)
         return _Piece(states, count, exact, reason)
 
+    def bind(self, on_epoch: bool) -> None:
+        """A logged key uses this metric (``on_epoch``: its epoch value is verified against it)."""
+        self.bound = True
+        self.epoch_needed = self.epoch_needed or on_epoch
+
     def fold(self) -> None:
         """Move what accumulated since the last boundary into the current owner's window."""
         count = self.metric._update_count
@@ -182,10 +230,14 @@ class MetricTap:
         if count < self._base_count:  # reset by something we did not see (e.g. a class-level call)
             self._baseline = None
             self._base_count = 0
-        piece = self._delta()
-        if self.owner is not None and piece.count > 0:
-            self.windows.setdefault(self.owner, _WindowState()).pieces.append(piece)
-            self.phases_updated.add(self.owner[0])
+        if self.owner is not None:
+            if self.bound and not self.epoch_needed:
+                piece = _Piece({}, count - self._base_count, False, _NOT_KEPT)
+            else:
+                piece = self._delta()
+            if piece.count > 0:
+                self.windows.setdefault(self.owner, _WindowState()).add(piece, self.reductions)
+                self.phases_updated.add(self.owner[0])
         self._baseline = self._snapshot()
         self._base_count = count
 
@@ -228,27 +280,14 @@ class MetricTap:
         """Merge pieces into one state: ``(state, update_count, reason_if_impossible)``."""
         if not pieces:
             return None, 0, "the metric received no updates in this epoch"
-        for piece in pieces:
-            if not piece.exact:
-                return None, 0, piece.reason
-        merged: dict[str, Any] = {}
-        for name, red in self.reductions.items():
-            values = [p.states[name] for p in pieces]
-            if len(values) == 1:
-                merged[name] = values[0]
-            elif red == _CAT:
-                merged[name] = [t for v in values for t in v]
-            elif red == _SUM:
-                merged[name] = _tree_sum(values)
-            elif red in (_MAX, _MIN):
-                op = torch.maximum if red == _MAX else torch.minimum
-                acc = values[0]
-                for v in values[1:]:
-                    acc = op(acc, v)
-                merged[name] = acc
-            else:
-                return None, 0, f"state `{name}` has a custom reduction and was updated in several stretches"
-        return merged, sum(p.count for p in pieces), None
+        first = pieces[0]
+        states = {k: list(v) if isinstance(v, list) else v for k, v in first.states.items()}
+        merged = _Piece(states, first.count, first.exact, first.reason)
+        for piece in pieces[1:]:
+            merged = _combine(merged, piece, self.reductions)
+        if not merged.exact:
+            return None, 0, merged.reason
+        return merged.states, merged.count, None
 
     def compute(self, state: dict[str, Any], count: int) -> Any:
         """``compute()`` of a private copy of the metric holding ``state`` (the user's metric is untouched)."""
@@ -272,13 +311,6 @@ class MetricTap:
             return shadow.compute()
 
 
-def _tree_sum(values: list[Any]) -> Any:
-    acc = values[0]
-    for v in values[1:]:
-        acc = acc + v
-    return acc
-
-
 def _clone(value: Any) -> Any:
     if isinstance(value, Tensor):
         return value.detach().clone()
@@ -286,20 +318,34 @@ def _clone(value: Any) -> Any:
 
 
 def _empty_copy(metric: Metric) -> Metric:
-    """A deep copy of ``metric`` that does not copy its (possibly large) state or caches."""
+    """A copy of ``metric`` to compute references with: its own empty states, nothing else copied.
+
+    States (of the metric and of metrics nested in it) start empty and caches are dropped; every
+    other module it holds (a feature extractor of FID, KID, LPIPS, CLIPScore, BERTScore: millions of
+    parameters) and every parameter or buffer is shared with the user's metric, never copied.
+    """
     memo: dict[int, Any] = {}
-    for name in metric._defaults:
-        value = getattr(metric, name)
-        memo[id(value)] = [] if isinstance(value, list) else value.detach().clone()
-    for name in ("_forward_cache", "_computed", "_cache"):
-        value = metric.__dict__.get(name)
-        if value is not None:
-            memo[id(value)] = None
-    reset = metric.__dict__.get("reset")
-    if reset is not None:
-        memo[id(reset)] = None
+    for module in metric.modules():
+        if not isinstance(module, Metric):
+            memo[id(module)] = module  # shared: deepcopy does not descend into it
+            continue
+        for name in module._defaults:
+            value = getattr(module, name)
+            memo[id(value)] = [] if isinstance(value, list) else value.detach().clone()
+        for name in ("_forward_cache", "_computed", "_cache"):
+            value = module.__dict__.get(name)
+            if value is not None:
+                memo[id(value)] = None
+        reset = module.__dict__.get("reset")
+        if reset is not None:
+            memo[id(reset)] = None
+        for tensor in (*module._parameters.values(), *module._buffers.values()):
+            if tensor is not None:
+                memo[id(tensor)] = tensor
     shadow = copy.deepcopy(metric, memo)
-    shadow.__dict__.pop("reset", None)
+    for module in shadow.modules():
+        if isinstance(module, Metric):
+            module.__dict__.pop("reset", None)
     return shadow
 
 

@@ -160,6 +160,7 @@ class Session:
                     if not classified.by_value:
                         self.claimed.add(id(classified.metric))
                     tap = self._tap(classified.metric, classified.attribute)
+                    tap.bind(tracker.on_epoch)
                     tracker.attribute = tracker.attribute or tap.attribute
 
         batch_size = kwargs.get("batch_size")
@@ -285,6 +286,8 @@ class Session:
                     resolved.metric,
                     resolved.attribute,
                 )
+                if resolved.metric is not None and id(resolved.metric) in self.taps:
+                    self.taps[id(resolved.metric)].bind(tracker.on_epoch)
         # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
         # Local states are built defensively so that every rank always reaches the collective.
         metric_taps = {
