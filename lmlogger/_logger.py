@@ -234,8 +234,16 @@ class VerifiedLogger(Logger):
         if trainer.state.fn == TrainerFn.PREDICTING:  # self.log is not allowed in predict: nothing to verify
             return
         model = trainer.lightning_module
-        if model is not None:
+        if model is None:
+            return
+        try:
             self._lml_attach(model)
+        except Exception as err:  # lmlogger's own failure never stops the run (nor hides in `hasattr`)
+            self._lml_finish("failed")
+            rank_zero_warn(
+                f"lmlogger: internal error while starting to record this run ({type(err).__name__}: {err}). "
+                "Training continues; lmlogger records nothing for this run."
+            )
 
     def _lml_attach(self, model: Any) -> None:
         trainer = getattr(model, "_trainer", None)
