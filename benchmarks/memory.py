@@ -1,7 +1,7 @@
 """Memory lmlogger holds: over many logged steps, for a metric reset every step, for a metric with a network.
 
-    python benchmarks/memory.py           # quick: about 2 minutes on 2 cores
-    python benchmarks/memory.py --full    # the figures in docs/performance.md: about 30 minutes on 2 cores
+    python benchmarks/memory.py           # quick: about 2 minutes of CPU time
+    python benchmarks/memory.py --full    # the figures in docs/performance.md: about 30 minutes of CPU time
 
 Each case is a real fit in a fresh process, in a temporary folder that is removed afterwards:
 
@@ -215,7 +215,7 @@ def child(case: str, wrapped: bool, size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="the documented figures (about 30 minutes on 2 cores)")
+    parser.add_argument("--full", action="store_true", help="the documented figures (about 30 minutes of CPU time)")
     parser.add_argument("--child", nargs=3, metavar=("CASE", "KIND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -229,11 +229,6 @@ def main() -> None:
         return run_child(script, "--child", case, kind, str(sizes[case]))
 
     print(f"machine: {machine()}  ({'--full' if args.full else 'quick; --full for the documented figures'})")
-    plain, wrapped = run("steps", "plain"), run("steps", "wrapped")
-    print(f"traced memory growth from step {plain['first']:,} to {sizes['steps']:,} (two self.log per step):")
-    print(f"  plain CSVLogger:   {plain['growth'] / 1024:10.1f} KiB")
-    print(f"  VerifiedLogger:    {wrapped['growth'] / 1024:10.1f} KiB")
-    print(f"  allocations held by lmlogger's own code at the end: {wrapped['lmlogger_bytes'] / 1024:.1f} KiB")
     held = {int(k): v for k, v in run("windowed", "wrapped")["held"].items()}
     last = sizes["windowed"]
     print("tensor bytes lmlogger holds, BinaryAUROC + BinaryF1Score updated with 64 samples and reset every step:")
@@ -242,6 +237,11 @@ def main() -> None:
     size = f"{net['n_params'] / 1e6:.1f}M parameters, {net['params'] / 2**20:.0f} MiB"
     print(f"metric owning a feature extractor ({size}):")
     print(f"  tensor bytes lmlogger holds after the epoch's reference: {net['held'] / 1024:.1f} KiB")
+    plain, wrapped = run("steps", "plain"), run("steps", "wrapped")
+    print(f"traced memory growth from step {plain['first']:,} to {sizes['steps']:,} (two self.log per step):")
+    print(f"  plain CSVLogger:   {plain['growth'] / 1024:10.1f} KiB")
+    print(f"  VerifiedLogger:    {wrapped['growth'] / 1024:10.1f} KiB")
+    print(f"  allocations held by lmlogger's own code at the end: {wrapped['lmlogger_bytes'] / 1024:.1f} KiB")
 
 
 if __name__ == "__main__":
