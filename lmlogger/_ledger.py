@@ -87,7 +87,12 @@ def _combine(a: _Piece, b: _Piece, reductions: dict[str, str]) -> _Piece:
     for name, red in reductions.items():
         x, y = states[name], b.states[name]
         if red == _CAT:
-            x.extend(y)  # ``a``'s own list (see _delta and merge)
+            if isinstance(x, list):
+                x.extend(y if isinstance(y, list) else [y])  # ``a``'s own list (see _delta and merge)
+            elif isinstance(y, list):
+                states[name] = [x, *y]
+            else:  # a tensor cat state stays a tensor, as the metric's own update keeps it
+                states[name] = torch.cat([x.reshape(-1, *x.shape[1:]), y.reshape(-1, *y.shape[1:])])
         elif red == _SUM:
             states[name] = x + y
         elif red in (_MAX, _MIN):
@@ -105,15 +110,14 @@ class _WindowState:
 
     pieces: list[_Piece] = field(default_factory=list)
     carried: int = 0  # updates present when the window first began (before any reset in it)
+    resets: int = 0
+    reset_before_end: bool = False
 
     def add(self, piece: _Piece, reductions: dict[str, str]) -> None:
         if self.pieces:
             self.pieces[0] = _combine(self.pieces[0], piece, reductions)
         else:
             self.pieces.append(piece)
-
-    resets: int = 0
-    reset_before_end: bool = False
 
 
 class _ResetTap:

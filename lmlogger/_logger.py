@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,7 +99,7 @@ class VerifiedLogger(Logger):
         if on_mismatch not in _ON_MISMATCH:
             raise ValueError(f"VerifiedLogger(on_mismatch={on_mismatch!r}): expected one of {_ON_MISMATCH}.")
         for label, tol in (("rtol", rtol), ("atol", atol)):
-            if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol >= 0):
+            if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol >= 0):
                 raise ValueError(f"VerifiedLogger({label}={tol!r}): expected a finite number >= 0, e.g. {label}=1e-4.")
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"VerifiedLogger(prefix={prefix!r}): expected a non-empty string.")
