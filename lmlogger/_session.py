@@ -150,26 +150,19 @@ class Session:
             self.metrics = metrics
             self._tap_all(adopt=True)
 
-    def start(self, late: bool = False) -> None:
+    def _bind(self, metric: Any, on_epoch: bool) -> None:
+        """A key uses ``metric``: its folded state is kept only if some epoch value may need it (its
+        sub-metrics' too, which wrapper and composite metrics compute from)."""
+        for sub in metric.modules():
+            tap = self.taps.get(id(sub))
+            if tap is not None and (sub is metric or on_epoch):
+                tap.bind(on_epoch)
+
+    def start(self) -> None:
+        """Called at the start of a run on every rank, before the module's ``setup`` hook (metrics made
+        there are found at the first ``self.log``, see :meth:`_refresh_metrics`)."""
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
-        if late:
-            self._join_running_window()
-
-    def _join_running_window(self) -> None:
-        """When attached late (first ``self.log`` of a run), open the window that is already running."""
-        trainer = self.trainer
-        if trainer.sanity_checking or trainer.validating:
-            self.callback._eval_start(trainer, "val")
-        elif trainer.testing:
-            self.callback._eval_start(trainer, "test")
-        elif trainer.training:
-            self.open_train = ("train", trainer.current_epoch)
-            self.begin(self.open_train)
-        # The run started without us: what the metrics hold now is taken to belong to the running window.
-        if self.owner is not None:
-            for tap in self.taps.values():
-                tap.adopt(self.owner)
 
     def detach(self) -> None:
         _intercept.unregister(self.trainer)
@@ -237,6 +230,7 @@ class Session:
                     if not classified.by_value:
                         self.claimed.add(id(classified.metric))
                     tap = self._tap(classified.metric, classified.attribute)
+                    self._bind(classified.metric, tracker.on_epoch)
                     tracker.attribute = tracker.attribute or tap.attribute
         if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
@@ -371,6 +365,8 @@ class Session:
                 tracker.evidence = None
                 tracker.kind, tracker.metric = resolved.kind, resolved.metric
                 tracker.attribute, tracker.index = resolved.attribute, resolved.index
+                if resolved.metric is not None:
+                    self._bind(resolved.metric, tracker.on_epoch)
         # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
         # Local states are built defensively so that every rank always reaches the collective.
         metric_taps: dict[str, MetricTap] = {}
