@@ -29,11 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--rtol", type=float, default=None, help="re-judge with this relative tolerance")
     audit.add_argument("--atol", type=float, default=None, help="re-judge with this absolute tolerance")
     audit.add_argument("--no-color", action="store_true", help="no ANSI colour in the table")
+    from lmlogger.lint import add_arguments as add_lint_arguments
+
+    add_lint_arguments(sub.add_parser("lint", help="find wrong self.log patterns in Python source, before any run"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "lint":
+        from lmlogger.lint import main as lint_main
+
+        return lint_main(args)
     from lmlogger.audit import audit
     from lmlogger.audit._render import print_table, to_json, to_markdown
     from lmlogger.audit._sidecar import AuditInputError
