@@ -149,7 +149,12 @@ class Walker:
             node = node.func.value
         value = self.ev(node)
         element: Val | None = None
-        if isinstance(value, Val):
+        if isinstance(node, (ast.List, ast.Tuple)):  # for m in [self.train_f1, self.val_f1]
+            members = [v for v in map(self.ev, node.elts) if isinstance(v, Val) and v.kind == OBJECT]
+            if members:
+                targets = tuple(dict.fromkeys(t for v in members for t in v.targets))
+                element = Val(OBJECT, targets, ast.unparse(target), definite=len(targets) == 1)
+        elif isinstance(value, Val):
             targets = tuple(m for t in value.targets if isinstance(t, GroupRef) for _, m in t.members)
             if targets:
                 element = Val(value.kind, targets, ast.unparse(target), value.derived, definite=False)
@@ -185,7 +190,7 @@ class Walker:
                 receiver = self.ev(func.value)
                 if isinstance(receiver, Val) and receiver.kind == OBJECT:
                     self.use(node, func.attr, receiver, func.value)
-                elif func.attr == "reset" and not (isinstance(func.value, ast.Name) and func.value.id in self.env):
+                elif func.attr == "reset":  # a reset of something unresolved may reset any metric
                     self.events.unresolved_reset = True
                 return
         receiver = self.ev(func)
@@ -317,6 +322,9 @@ class Walker:
                 return replace(base, derived=True)
             if isinstance(base, DictVal):
                 return base if method in ("copy",) else None
+            if is_self(func.value):
+                callee = self.ev(func)  # self.val_f1(preds, y)
+                return replace(callee, kind=FORWARD) if isinstance(callee, Val) and callee.kind == OBJECT else None
             dotted = self.source.dotted(func) or ""
             last = dotted.rsplit(".", 1)[-1]
             if last in WRAPPING and node.args:

@@ -21,8 +21,10 @@ def text(result: LintResult) -> str:
             out.append(f"    fix: {f.fix}")
     files = f"{result.files} file{'s' if result.files != 1 else ''}"
     count = len(result.findings)
-    if count:
-        out.append(f"Found {count} finding{'s' if count != 1 else ''} in {files} checked.")
+    bad = len(result.errors)
+    unread = f"; {bad} path{'s' if bad != 1 else ''} could not be checked" if bad else ""
+    if count or bad:
+        out.append(f"Found {count} finding{'s' if count != 1 else ''} in {files} checked{unread}.")
     else:
         out.append(f"All clear: {files} checked.")
     return "\n".join(out)
