@@ -50,7 +50,7 @@ def parse(path: Path, errors: list[InputError]) -> tuple[bytes, ast.Module] | No
     except SyntaxError as err:
         errors.append(InputError(shown, f"cannot parse: {err.msg}", err.lineno))
     except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
-        errors.append(InputError(shown, f"cannot parse: {type(err).__name__}: {err}"))
+        errors.append(InputError(shown, f"cannot parse: {err}"))
     return None
 
 
