@@ -280,10 +280,11 @@ def test_suppression_comments(tree, capsys, comment, silenced):
 
 def test_suppression_on_any_line_of_a_call_written_over_several(tree, capsys):
     """A self.log call spread over lines may carry the comment on its last line."""
-    source = WRONG.replace(
-        'self.log("f1", self.f1.compute(), on_epoch=True)  # the one finding',
-        'self.log(\n            "f1",\n            self.f1.compute(),\n            on_epoch=True,\n        )  # lmlogger: ignore[running-value-averaged]',
+    spread = (
+        'self.log(\n            "f1",\n            self.f1.compute(),\n            on_epoch=True,\n'
+        "        )  # lmlogger: ignore[running-value-averaged]"
     )
+    source = WRONG.replace('self.log("f1", self.f1.compute(), on_epoch=True)  # the one finding', spread)
     (tree / "src" / "wrong.py").write_text(source)
     assert run(capsys, "src")[0] == 0
 

@@ -331,6 +331,7 @@ def test_one_metric_updated_for_several_dataloaders_is_shared(tmp_path):
             x, y = batch
             self.f1.update(self(x), y)
             self.f1s[dataloader_idx].update(self(x), y)
+            self.log("f1", self.f1)
     """
     assert findings(tmp_path, src) == [(line_of(src, "self.f1.update"), "shared-metric")]
     assert codes(tmp_path / "b", src.replace("dataloader_idx)", "dataloader_idx=0)")) == []
@@ -372,9 +373,9 @@ def test_metric_object_after_forward_or_logged_on_epoch_only_is_clean(tmp_path):
 
 
 def _write(root, source):
-    from lint_helpers import HEADER, write
-
     import textwrap
+
+    from lint_helpers import HEADER, write
 
     write(root, {"m.py": HEADER + textwrap.dedent(source)})
     return root

@@ -39,8 +39,13 @@ _MEAN_OF_SAMPLES = frozenset(
         "PermutationInvariantTraining",
         "PerceptualEvaluationSpeechQuality",
         "ShortTimeObjectiveIntelligibility",
+        "ROUGEScore",  # the mean over sentences of each sentence's score
     }
 )
+
+#: Metrics that keep a running extreme or window on purpose ("best so far"): their state is meant to
+#: carry over from epoch to epoch.
+CARRY_BY_DESIGN = frozenset({"MaxMetric", "MinMetric", "RunningMean", "RunningSum"})
 
 #: Metrics that are a mean of samples only with ``average="micro"`` (and no ``ignore_index``, which
 #: changes the per-batch denominator). The value is each class's default for ``average``.

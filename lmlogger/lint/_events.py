@@ -186,7 +186,7 @@ class Walker:
                 if func.attr in self.table.methods:
                     self.events.calls.add(func.attr)
                     return
-            if func.attr in ("update", "reset", "forward"):
+            if func.attr in ("update", "reset", "forward", "compute"):
                 receiver = self.ev(func.value)
                 if isinstance(receiver, Val) and receiver.kind == OBJECT:
                     self.use(node, func.attr, receiver, func.value)

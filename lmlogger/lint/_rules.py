@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lmlogger.lint import _fixes
+from lmlogger.lint._catalog import CARRY_BY_DESIGN
 from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
 from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
@@ -67,6 +68,10 @@ class ModuleCheck:
             attr = val.text
             name = attr if log.as_dict is not None else key
             if val.kind in (COMPUTE, FORWARD) and step and on_epoch is True:
+                metrics = metrics_of(val.targets)
+                exact = log.reduce_mean and not any(m.exact is False for m in metrics)
+                if val.derived and val.kind == FORWARD and exact:
+                    continue  # a multiple of a mean of samples (e.g. loss * weight) is still exact
                 if val.derived:
                     code = "derived-value"
                     fix = _fixes.derive_at_epoch_end(name, attr, phase_of(hook))
@@ -74,14 +79,13 @@ class ModuleCheck:
                     code = "running-value-averaged"
                     fix = _fixes.log_object(name, attr, False, as_dict=log.as_dict is not None)
                 else:
-                    metrics = metrics_of(val.targets)
-                    if log.reduce_mean and not any(m.exact is False for m in metrics):
+                    if exact:
                         continue  # a mean of samples (micro accuracy, MAE): the mean of batch values is exact
                     code = "batch-values-averaged"
                     fix = _fixes.log_object(name, attr, on_step is True, as_dict=log.as_dict is not None)
                 yield Raw(source, log.node, code, message(code, _subject(name)), fix)
             elif val.kind == COMPUTE and not step and not val.derived and resets is not None:
-                carried = [m for m in metrics_of(val.targets) if m.attr not in resets]
+                carried = [m for m in metrics_of(val.targets) if m.attr not in resets and m.cls not in CARRY_BY_DESIGN]
                 if carried and len(carried) == len(metrics_of(val.targets)):
                     code = "state-carried-over"
                     fix = _fixes.reset_after_logging(_repr_key(name), attr, phase_of(hook))
@@ -95,6 +99,9 @@ class ModuleCheck:
         mine = set(_attrs(val))
         kinds = {u.kind for method in reach for u in self.events[method].uses if u.val and mine & set(_attrs(u.val))}
         return "update" in kinds and "forward" not in kinds
+
+    def _consumed(self) -> set[str]:
+        return _attrs_consumed(self.events)
 
     def _reset_attrs(self) -> set[str] | None:
         """Metric attributes something resets (a ``reset()`` call, or Lightning after logging the object);
@@ -114,6 +121,7 @@ class ModuleCheck:
 
     def _shared(self, hooks: list[str], reached: dict[str, list[str]]) -> Iterator[Raw]:
         """One metric updated in train and validation hooks, or by several dataloaders of one hook."""
+        consumed = self._consumed()
         first: dict[str, dict[str, tuple[str, Use]]] = {}
         for hook in hooks:
             if not is_step_hook(hook):
@@ -125,6 +133,8 @@ class ModuleCheck:
                     if use.kind not in ("update", "forward") or use.val is None or not use.val.definite:
                         continue
                     for attr in _attrs(use.val):
+                        if attr not in consumed:
+                            continue  # state never read (a metric used as a loss function): sharing it is harmless
                         first.setdefault(attr, {}).setdefault(phase, (method, use))
                         if multi and not use.per_dataloader:
                             code = "shared-metric"
@@ -147,6 +157,20 @@ class ModuleCheck:
                     message(code, f"self.{attr}"),
                     _fixes.one_instance_per_phase(f"self.{attr}"),
                 )
+
+
+def _attrs_consumed(events: dict[str, MethodEvents]) -> set[str]:
+    """Metric attributes whose accumulated state is read: compute() is called, or the object is logged."""
+    consumed: set[str] = set()
+    for method in events.values():
+        for use in method.uses:
+            if use.kind == "compute" and use.val is not None:
+                consumed.update(_attrs(use.val))
+        for log in method.logs:
+            for _, val in log.items:
+                if val.kind == OBJECT:
+                    consumed.update(_attrs(val))
+    return consumed
 
 
 def _attrs(val: Val) -> list[str]:
