@@ -102,7 +102,10 @@ def exact_mean(cls: str, call: ast.Call | None) -> bool:
             return (average_value or "micro") == "micro"
         return (average_value or _MICRO_BY_DEFAULT[cls]) == "micro"
     if cls in _MICRO_MULTICLASS_IS_ACCURACY:
-        return _literal(_keyword(call, "task")) == "multiclass" and (average_value or "micro") == "micro"
+        task = _keyword(call, "task")
+        if task is None:  # torchmetrics < 0.11: multiclass when num_classes is given, micro by default
+            return _keyword(call, "num_classes") is not None and (average_value or "micro") == "micro"
+        return _literal(task) == "multiclass" and (average_value or "micro") == "micro"
     if cls in _MULTICLASS_ONLY:
         return average_value == "micro"
     return False

@@ -23,11 +23,11 @@ def python_files(paths: Iterable[str], settings: Settings, errors: list[InputErr
         path = Path(raw)
         if path.is_dir():
             for folder, subdirs, files in os.walk(path):
-                subdirs[:] = sorted(d for d in subdirs if not settings.excluded(Path(folder, d)))
+                subdirs[:] = sorted(d for d in subdirs if not settings.excluded(Path(folder, d), path))
                 found.extend(
                     Path(folder, name)
                     for name in sorted(files)
-                    if name.endswith((".py", ".pyi")) and not settings.excluded(Path(folder, name))
+                    if name.endswith((".py", ".pyi")) and not settings.excluded(Path(folder, name), path)
                 )
         elif path.is_file():
             if not settings.excluded(path):

@@ -47,9 +47,11 @@ class Settings:
     def enabled(self, code: str) -> bool:
         return code in self.select and code not in self.ignore
 
-    def excluded(self, path: Path) -> bool:
-        """Whether ``path`` matches a default folder or an ``exclude`` pattern (globs, relative to ``root``)."""
-        if any(part in DEFAULT_EXCLUDE for part in path.parts):
+    def excluded(self, path: Path, base: Path | None = None) -> bool:
+        """Whether ``path`` matches a default folder (below ``base``, the folder given on the command line)
+        or an ``exclude`` pattern (globs, relative to ``root``)."""
+        below = path.relative_to(base).parts if base is not None else path.parts[-1:]
+        if any(part in DEFAULT_EXCLUDE for part in below):
             return True
         try:
             relative = path.resolve().relative_to(self.root.resolve()).as_posix()

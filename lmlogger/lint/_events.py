@@ -79,12 +79,24 @@ class Walker:
         self.env: dict[str, Val | DictVal | None] = {}
         self.dict_env: dict[str, ast.Dict] = {}
         self.events = MethodEvents()
+        self.returns: list[Val | DictVal | None] = []
         self._dl_depth = 0
 
     # -- statements -------------------------------------------------------------------------------
     def run(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> MethodEvents:
         self.block(func.body)
         return self.events
+
+    def returned(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> Val | DictVal | None:
+        """What ``func`` returns, when every return gives the same kind of value (``None`` otherwise)."""
+        self.block(func.body)
+        values = [v for v in self.returns if v is not None]
+        if not values or len(values) != len(self.returns):
+            return None
+        result = values[0]
+        for value in values[1:]:
+            result = union(result, value, ast.unparse(func.name)) if isinstance(value, Val) else result
+        return result
 
     def block(self, body: list[ast.stmt]) -> None:
         for stmt in body:
@@ -119,6 +131,8 @@ class Walker:
                 self.block(handler.body)
             return
         self.scan(stmt)
+        if isinstance(stmt, ast.Return) and stmt.value is not None:
+            self.returns.append(self.ev(stmt.value))
         if isinstance(stmt, ast.Assign):
             value = self.ev(stmt.value)
             for target in stmt.targets:
@@ -322,6 +336,8 @@ class Walker:
                 return replace(base, derived=True)
             if isinstance(base, DictVal):
                 return base if method in ("copy",) else None
+            if is_self(func.value) and method in self.table.methods:
+                return self.table.returned(method, lambda f, s: Walker(self.table, s).returned(f))
             if is_self(func.value):
                 callee = self.ev(func)  # self.val_f1(preds, y)
                 return replace(callee, kind=FORWARD) if isinstance(callee, Val) and callee.kind == OBJECT else None

@@ -117,6 +117,16 @@ class ClassTable:
     methods: dict[str, tuple[ast.FunctionDef, SourceFile]] = field(default_factory=dict)
     attrs: dict[str, Target] = field(default_factory=dict)
     dicts: dict[str, ast.Dict] = field(default_factory=dict)  # self.log_conf = {"on_epoch": True, ...}
+    _returns: dict[str, Val | DictVal | None] = field(default_factory=dict)
+
+    def returned(self, name: str, walk) -> Val | DictVal | None:
+        """What the class's own method ``name`` returns (``self.compute_metrics(...)``), once per method;
+        a method that (indirectly) calls itself returns nothing known."""
+        if name not in self._returns:
+            self._returns[name] = None  # a recursion guard while it is walked
+            func, source = self.methods[name]
+            self._returns[name] = walk(func, source)
+        return self._returns[name]
 
     @classmethod
     def build(cls, info: ClassInfo, project: Project) -> ClassTable:
