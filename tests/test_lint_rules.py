@@ -379,3 +379,86 @@ def _write(root, source):
 
     write(root, {"m.py": HEADER + textwrap.dedent(source)})
     return root
+
+
+# --- patterns met in real code ------------------------------------------------------------------------
+
+
+def test_values_returned_by_a_helper_method_are_followed(tmp_path):
+    """metric_dict = self.compute_metrics(...) returning {k: metric(p, y) for k, metric in self.metrics.items()}."""
+    src = """
+    class M(pl.LightningModule):
+        def configure_metrics(self):
+            self.prec = torchmetrics.Precision(task="multiclass", num_classes=3, average="macro")
+            self.acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+            self.metrics = {"precision": self.prec, "accuracy": self.acc}
+
+        def compute_metrics(self, preds, labels, mode):
+            return {f"{mode}_{k}": metric(preds, labels) for k, metric in self.metrics.items()}
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            metric_dict = self.compute_metrics(self(x), y, mode="val")
+            self.log_dict(metric_dict, on_step=False, on_epoch=True)
+    """
+    assert findings(tmp_path, src) == [(line_of(src, "self.log_dict(metric_dict"), "batch-values-averaged")]
+    only_accuracy = src.replace('"precision": self.prec, ', "")
+    assert codes(tmp_path / "b", only_accuracy) == []
+
+
+def test_best_so_far_metrics_carry_over_on_purpose(tmp_path):
+    """MaxMetric tracking the best validation accuracy is never reset by design: no state-carried-over."""
+    src = """
+    class M(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.val_acc = BinaryAccuracy()
+            self.val_acc_best = torchmetrics.MaxMetric()
+
+        def validation_step(self, batch, batch_idx):
+            self.val_acc(*batch)
+            self.log("val/acc", self.val_acc, on_step=False, on_epoch=True)
+
+        def on_validation_epoch_end(self):
+            self.val_acc_best(self.val_acc.compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+    """
+    assert codes(tmp_path, src) == []
+
+
+def test_a_metric_used_only_as_a_loss_in_both_phases_is_not_shared(tmp_path):
+    """Its state is never read (no compute(), never logged as an object): sharing it changes no value."""
+    src = """
+    class M(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.loss = torchmetrics.MeanSquaredError()
+
+        def training_step(self, batch, batch_idx):
+            return self.loss(*batch)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.loss(*batch))
+    """
+    assert codes(tmp_path, src) == []
+    read = src.replace(
+        'self.log("val_loss", self.loss(*batch))', 'self.loss(*batch)\n            self.log("val_loss", self.loss)'
+    )
+    assert codes(tmp_path / "b", read) == ["shared-metric"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "caught"),
+    [
+        ("torchmetrics.Precision(num_classes=5)", False),  # torchmetrics < 0.11: micro, multiclass
+        ("torchmetrics.Precision(num_classes=5, average='macro')", True),
+        ("torchmetrics.F1()", True),  # binary
+        ("torchmetrics.text.BLEUScore()", True),
+        ("torchmetrics.text.rouge.ROUGEScore()", False),  # a mean over sentences
+        ("torchmetrics.detection.MeanAveragePrecision()", True),
+    ],
+)
+def test_catalog_of_metrics_met_in_real_code(tmp_path, metric, caught):
+    """Old-API micro precision is accuracy; BLEU and mAP are corpus-level; ROUGE is a mean of sentences."""
+    src = FORWARD.replace("METRIC", metric)
+    assert codes(tmp_path, src) == (["batch-values-averaged"] if caught else [])

@@ -104,6 +104,19 @@ class Project:
                 self.by_name.setdefault(node.name, []).append(ClassInfo(node, source))
         self._lightning: dict[int, bool] = {}
         self._metric: dict[int, bool] = {}
+        self._assignments: dict[int, list[ast.AST]] = {}
+
+    def assignments(self, func: ast.AST) -> list[ast.AST]:
+        """The assignments and ``setattr`` calls in ``func``, found once however many subclasses share it."""
+        key = id(func)
+        if key not in self._assignments:
+            self._assignments[key] = [
+                node
+                for node in ast.walk(func)
+                if isinstance(node, (ast.Assign, ast.AnnAssign))
+                or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr")
+            ]
+        return self._assignments[key]
 
     def resolve(self, dotted: str) -> list[ClassInfo]:
         """Classes of the tree a base name may refer to (by its last component)."""

@@ -145,7 +145,7 @@ class ClassTable:
 
     def _collect(self, func: ast.FunctionDef | ast.AsyncFunctionDef, source: SourceFile) -> None:
         local: dict[str, Target] = {}
-        for node in ast.walk(func):
+        for node in self.project.assignments(func):
             if isinstance(node, ast.Assign):
                 targets, value = node.targets, node.value
             elif isinstance(node, ast.AnnAssign) and node.value is not None:
