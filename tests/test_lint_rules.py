@@ -462,3 +462,49 @@ def test_catalog_of_metrics_met_in_real_code(tmp_path, metric, caught):
     """Old-API micro precision is accuracy; BLEU and mAP are corpus-level; ROUGE is a mean of sentences."""
     src = FORWARD.replace("METRIC", metric)
     assert codes(tmp_path, src) == (["batch-values-averaged"] if caught else [])
+
+
+@pytest.mark.parametrize(
+    ("hook", "caught"),
+    [
+        ("test_step", True),  # on_epoch=True by default
+        ("on_validation_batch_end", True),
+        ("on_test_batch_end", True),
+        ("on_train_batch_end", False),  # on_epoch=False by default
+        ("on_after_backward", False),
+        ("training_step_end", False),  # Lightning 1.x
+        ("validation_step_end", True),  # Lightning 1.x
+    ],
+)
+def test_each_hooks_default_on_epoch(tmp_path, hook, caught):
+    """Lightning's per-hook defaults decide whether a bare self.log of compute() is averaged over the epoch."""
+    src = f"""
+    class M(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.f1 = BinaryF1Score()
+
+        def {hook}(self, *args):
+            self.log("f1", self.f1.compute())
+    """
+    assert codes(tmp_path, src) == (["running-value-averaged"] if caught else [])
+
+
+def test_a_class_the_check_cannot_model_is_one_error_and_the_rest_is_checked(tmp_path, monkeypatch):
+    """A failure inside the analysis of one class (injected here) is one error naming it; others still checked."""
+    from lmlogger.lint import _check
+
+    class Failing(_check.ModuleCheck):
+        def run(self):
+            if self.table.info.name == "Deep":
+                raise RecursionError("maximum recursion depth exceeded")
+            return super().run()
+
+    monkeypatch.setattr(_check, "ModuleCheck", Failing)
+    src = RUNNING.replace("class M(", "class Deep(pl.LightningModule):\n    pass\n\n\nclass M(")
+    result = lint([str(_write(tmp_path, src))])
+    assert [f.code for f in result.findings] == ["running-value-averaged"]
+    [error] = result.errors
+    assert error.line == line_of(src, "class Deep(")
+    assert "could not check class Deep: RecursionError(" in error.message
+    assert result.exit_code == 2

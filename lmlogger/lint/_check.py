@@ -84,7 +84,15 @@ def _check(paths: Iterable[str], settings: Settings) -> LintResult:
     seen: set[tuple] = set()
     lines: dict[str, list[str]] = {}
     for info in project.modules():
-        for raw in ModuleCheck(info, project).run():
+        try:
+            raws = list(ModuleCheck(info, project).run())
+        except (RecursionError, ValueError, TypeError, AttributeError, KeyError) as err:
+            # A construct the check does not model must not hide the other modules' findings: say which
+            # class could not be checked (exit 2), and go on.
+            line = info.node.lineno
+            result.errors.append(InputError(info.file.path, f"could not check class {info.name}: {err!r}", line))
+            continue
+        for raw in raws:
             if not settings.enabled(raw.code):
                 continue
             finding = _finding(raw, lines)
