@@ -94,11 +94,35 @@ def _facts(**kw):
             _fixes.log_object('"val_f1"', "self.val_f1", True),
         ),
         (
+            _facts(name="f1", attribute="f1", phase="train", hook="training_step", reset_hooks=("on_train_epoch_end",)),
+            "running-value-averaged",
+            _fixes.log_object('"f1"', "self.f1", False, remove="on_train_epoch_end"),
+        ),
+        (
+            _facts(index=(0,)),
+            "running-value-averaged",
+            _fixes.element_at_epoch_end('"val_f1"', "self.val_f1", "[0]", "val"),
+        ),
+        (
+            _facts(
+                kind="tensor",
+                derived_source="self.val_f1.compute()",
+                derived_epoch_expression="self.val_f1.compute() * 100",
+            ),
+            "derived-value",
+            _fixes.derived('"val_f1"', "self.val_f1.compute() * 100", "val"),
+        ),
+        (
             _facts(hook="on_validation_epoch_end", step_hook=False, carried=1),
             "state-carried-over",
             _fixes.reset_after_logging("'val_f1'", "self.val_f1", "val"),
         ),
         (_facts(attribute="train_acc", shared=True), "shared-metric", _fixes.one_instance_per_phase("self.train_acc")),
+        (
+            _facts(shared=True, shared_dataloaders=True),
+            "shared-metric",
+            _fixes.one_instance_per_dataloader("val_f1", "self.val_f1"),
+        ),
         (
             _facts(kind="metric_object", on_step=True, stale=True),
             "stale-step-value",

@@ -150,7 +150,10 @@ def test_forward_in_training_step_by_default_is_clean_and_with_on_epoch_is_caugh
     both = src.replace("y))", "y), on_step=True, on_epoch=True)")
     result = lint([str(_write(tmp_path / "b", both))])
     assert [f.code for f in result.findings] == ["batch-values-averaged"]
-    assert result.findings[0].fix == 'self.log("val_metric", self.metric, on_epoch=True, on_step=True)'
+    assert result.findings[0].fix == (
+        'self.metric(preds, target) (forward, for the step value), then self.log("val_metric", self.metric, '
+        "on_epoch=True, on_step=True)"
+    )
 
 
 def test_forward_through_a_local_alias_and_forward_method(tmp_path):
@@ -193,7 +196,11 @@ def test_arithmetic_on_a_result_logged_on_epoch_from_a_step_hook_is_derived_valu
     """
     result = lint([str(_write(tmp_path, src))])
     assert [f.code for f in result.findings] == ["derived-value"]
-    assert "self.f1.compute() in on_train_epoch_end" in result.findings[0].fix
+    fix = result.findings[0].fix
+    assert fix.startswith('self.log("x", ') and fix.endswith(
+        ") in on_train_epoch_end, once per epoch, before the metric's reset()"
+    )
+    assert "self.f1.compute()" in fix and "(p, y)" not in fix  # forward() calls become compute(), as at runtime
 
 
 def test_derived_value_at_epoch_end_is_clean(tmp_path):

@@ -163,5 +163,8 @@ def test_log_dict_of_a_collection_fix_names_the_collection(tmp_path):
     (tmp_path / "m.py").write_text(COLLECTION)
     result = lint([str(tmp_path)])
     first = result.findings[0]
-    assert first.fix == "self.log_dict(self.train_metrics, on_epoch=True, on_step=True)"  # training_step logs on_step
+    assert first.fix == (
+        "self.train_metrics(preds, target) (forward, for the step value), then "
+        "self.log_dict(self.train_metrics, on_epoch=True, on_step=True)"
+    )  # training_step logs on_step
     assert first.message.startswith("`self.train_metrics`:")

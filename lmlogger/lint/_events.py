@@ -33,7 +33,7 @@ class LogCall:
     """One ``self.log``/``self.log_dict`` call: the values it logs and its flags as written."""
 
     node: ast.Call
-    items: list[tuple[str, Val]]  # (key as source text, value)
+    items: list[tuple[str, Val, ast.expr | None]]  # (key as source text, value, value's expression)
     on_step: bool | str | None  # None: Lightning's default for the hook; "?": not known statically
     on_epoch: bool | str | None
     reduce_mean: bool
@@ -78,6 +78,7 @@ class Walker:
         self.source = source
         self.env: dict[str, Val | DictVal | None] = {}
         self.dict_env: dict[str, ast.Dict] = {}
+        self.exprs: dict[str, ast.expr] = {}  # the expression a local name was last bound to
         self.events = MethodEvents()
         self.returns: list[Val | DictVal | None] = []
         self._dl_depth = 0
@@ -145,6 +146,7 @@ class Walker:
     def bind(self, target: ast.expr, value: Val | DictVal | None, node: ast.expr) -> None:
         if isinstance(target, ast.Name):
             self.env[target.id] = value
+            self.exprs[target.id] = node
             if isinstance(node, ast.Dict):
                 self.dict_env[target.id] = node
             else:
@@ -232,20 +234,23 @@ class Walker:
                             args.setdefault(key.value, value)  # type: ignore[union-attr]
         reduce_fx = args.get("reduce_fx")
         reduce_mean = reduce_fx is None or (ast.unparse(reduce_fx).strip("'\"") in _MEAN_NAMES)
-        items: list[tuple[str, Val]] = []
+        items: list[tuple[str, Val, ast.expr | None]] = []
         whole: str | None = None
         if as_dict:
             value = self.ev(args["dictionary"]) if "dictionary" in args else None
             if isinstance(value, DictVal):
-                items = [(k, v) for k, v in value.items if isinstance(v, Val)]
+                items = [(k, v, None) for k, v in value.items if isinstance(v, Val)]
             elif isinstance(value, Val):
-                items = [("", value)]
+                items = [("", value, None)]
                 whole = value.text
         elif "value" in args:
             value = self.ev(args["value"])
             if isinstance(value, Val):
                 name = args.get("name")
-                items = [(_key_text(name) if name is not None else '"?"', value)]
+                expr = args["value"]
+                if isinstance(expr, ast.Name) and expr.id in self.exprs:
+                    expr = self.exprs[expr.id]  # pct = self.f1.compute() * 100; self.log("pct", pct)
+                items = [(_key_text(name) if name is not None else '"?"', value, expr)]
         if items:
             on_step, on_epoch = _flag(args.get("on_step")), _flag(args.get("on_epoch"))
             self.events.logs.append(LogCall(node, items, on_step, on_epoch, reduce_mean, whole))
@@ -282,7 +287,7 @@ class Walker:
                 if base.kind == OBJECT or any(isinstance(t, GroupRef) for t in base.targets):
                     member = _member(base, key, ast.unparse(node) if base.kind == OBJECT else base.text)
                     return member
-                return base  # an element view of a result keeps its provenance
+                return replace(base, index=f"[{ast.unparse(node.slice)}]")  # an element view keeps its provenance
             return None
         if isinstance(node, ast.Call):
             return self._ev_call(node)

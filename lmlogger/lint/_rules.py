@@ -4,9 +4,11 @@ reaches it (directly or through the module's own helper methods), judged with Li
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from lmlogger._derivation import _EpochRewriter  # pure (ast only): the runtime's own rewrite
 from lmlogger.lint import _fixes
 from lmlogger.lint._catalog import CARRY_BY_DESIGN
 from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
@@ -64,7 +66,7 @@ class ModuleCheck:
         on_epoch = default_epoch if log.on_epoch is None else log.on_epoch
         step = is_step_hook(hook)
         source = self.sources[method]
-        for key, val in log.items:
+        for key, val, expr in log.items:
             attr = val.text
             name = attr if log.as_dict is not None else key
             if val.kind in (COMPUTE, FORWARD) and step and on_epoch is True:
@@ -72,17 +74,23 @@ class ModuleCheck:
                 exact = log.reduce_mean and not any(m.exact is False for m in metrics)
                 if val.derived and val.kind == FORWARD and exact:
                     continue  # a multiple of a mean of samples (e.g. loss * weight) is still exact
+                remove = self._early_resets(val, phase_of(hook))
                 if val.derived:
                     code = "derived-value"
-                    fix = _fixes.derive_at_epoch_end(name, attr, phase_of(hook))
+                    fix = _fixes.derived(name, self._epoch_expression(expr, attr), phase_of(hook))
+                elif val.index is not None:
+                    code = "running-value-averaged" if val.kind == COMPUTE else "batch-values-averaged"
+                    if code == "batch-values-averaged" and exact:
+                        continue
+                    fix = _fixes.element_at_epoch_end(name, attr, val.index, phase_of(hook))
                 elif val.kind == COMPUTE:
                     code = "running-value-averaged"
-                    fix = _fixes.log_object(name, attr, False, as_dict=log.as_dict is not None)
+                    fix = _fixes.log_object(name, attr, False, as_dict=log.as_dict is not None, remove=remove)
                 else:
                     if exact:
                         continue  # a mean of samples (micro accuracy, MAE): the mean of batch values is exact
                     code = "batch-values-averaged"
-                    fix = _fixes.log_object(name, attr, on_step is True, as_dict=log.as_dict is not None)
+                    fix = _fixes.log_object(name, attr, on_step is True, as_dict=log.as_dict is not None, remove=remove)
                 yield Raw(source, log.node, code, message(code, _subject(name)), fix)
             elif val.kind == COMPUTE and not step and not val.derived and resets is not None:
                 carried = [m for m in metrics_of(val.targets) if m.attr not in resets and m.cls not in CARRY_BY_DESIGN]
@@ -94,11 +102,37 @@ class ModuleCheck:
                 code = "stale-step-value"
                 yield Raw(source, log.node, code, message(code, _subject(name)), _fixes.call_forward(name, attr))
 
+    def _epoch_expression(self, expr: ast.expr | None, attr: str) -> str:
+        """The logged expression computed once per epoch: metric calls become ``compute()`` (as the runtime)."""
+        if expr is None:
+            return f"<an expression of {attr}.compute()>"
+        rewritten = _EpochRewriter(set(self.table.attrs)).visit(copy.deepcopy(expr))
+        return ast.unparse(rewritten)
+
+    def _early_resets(self, val: Val, phase: str) -> str | None:
+        """``on_train_epoch_end`` when the module resets this training metric there (the runtime's advice)."""
+        if phase != "train" or "on_train_epoch_end" not in self.events:
+            return None
+        mine = set(_attrs(val))
+        for method in self.reach("on_train_epoch_end"):
+            if any(u.kind == "reset" and u.val and mine & set(_attrs(u.val)) for u in self.events[method].uses):
+                return "on_train_epoch_end"
+        return None
+
     def _stale(self, val: Val, reach: list[str]) -> bool:
         """Updated with ``update()`` and never called (``forward()``) in the hook that logs it on_step."""
         mine = set(_attrs(val))
         kinds = {u.kind for method in reach for u in self.events[method].uses if u.val and mine & set(_attrs(u.val))}
         return "update" in kinds and "forward" not in kinds
+
+    def _key_of(self, attr: str) -> str:
+        """The key a metric object is logged under (for a fix), or ``<key>``."""
+        for events in self.events.values():
+            for log in events.logs:
+                for key, val, _ in log.items:
+                    if val.kind == OBJECT and attr in _attrs(val) and key:
+                        return key.strip('"')
+        return "<key>"
 
     def _consumed(self) -> set[str]:
         return _attrs_consumed(self.events)
@@ -114,7 +148,7 @@ class ModuleCheck:
                 if use.kind == "reset" and use.val is not None:
                     resets.update(_attrs(use.val))
             for log in events.logs:
-                for _, val in log.items:
+                for _, val, _ in log.items:
                     if val.kind == OBJECT:
                         resets.update(_attrs(val))
         return resets
@@ -143,8 +177,7 @@ class ModuleCheck:
                                 use.node,
                                 code,
                                 message(code, f"self.{attr}") + f" ({hook} takes several dataloaders)",
-                                f"use one metric instance per dataloader (e.g. a nn.ModuleList indexed by "
-                                f"dataloader_idx) instead of self.{attr}",
+                                _fixes.one_instance_per_dataloader(self._key_of(attr), f"self.{attr}"),
                             )
         for attr, phases in first.items():
             if "train" in phases and "val" in phases:
@@ -167,7 +200,7 @@ def _attrs_consumed(events: dict[str, MethodEvents]) -> set[str]:
             if use.kind == "compute" and use.val is not None:
                 consumed.update(_attrs(use.val))
         for log in method.logs:
-            for _, val in log.items:
+            for _, val, _ in log.items:
                 if val.kind == OBJECT:
                     consumed.update(_attrs(val))
     return consumed

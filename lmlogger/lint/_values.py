@@ -69,6 +69,7 @@ class Val:
     text: str  # source of the metric object's expression, e.g. ``self.val_f1``
     derived: bool = False
     definite: bool = True  # one metric for sure, not one of several
+    index: str | None = None  # an element of the result was taken: ``[0]``, ``['f1']``
 
 
 @dataclass(frozen=True)
