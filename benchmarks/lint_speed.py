@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import gc
 import importlib.util
 import json
 import os
@@ -40,19 +39,13 @@ def default_tree() -> list[str]:
 
 
 def parse_only(files: list[Path]) -> int:
-    """Read and parse each file, keeping the trees as the lint does, with the garbage collector paused as
-    the lint pauses it: the baseline is parsing alone, on equal terms."""
-    trees = []
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for path in files:
-            with contextlib.suppress(SyntaxError, ValueError):  # as the lint: reported, not fatal
-                trees.append(ast.parse(path.read_bytes(), filename=str(path)))
-    finally:
-        if enabled:
-            gc.enable()
-    return len(trees)
+    """Read and ``ast.parse`` each file, then drop its tree: parsing alone, as Python does it by default."""
+    parsed = 0
+    for path in files:
+        with contextlib.suppress(SyntaxError, ValueError):  # as the lint: reported, not fatal
+            ast.parse(path.read_bytes(), filename=str(path))
+            parsed += 1
+    return parsed
 
 
 def timed(fn) -> float:

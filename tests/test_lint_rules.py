@@ -515,3 +515,42 @@ def test_a_class_the_check_cannot_model_is_one_error_and_the_rest_is_checked(tmp
     assert error.line == line_of(src, "class Deep(")
     assert "could not check class Deep: RecursionError(" in error.message
     assert result.exit_code == 2
+
+
+def test_fix_of_an_element_view_logs_the_element_at_epoch_end(tmp_path):
+    """compute()[0] in a step hook: the fix logs compute()[0] once per epoch, as the runtime advises."""
+    src = RUNNING.replace("self.f1.compute()", "self.f1.compute()[0]")
+    [finding] = lint([str(_write(tmp_path, src))]).findings
+    assert (
+        finding.fix
+        == 'self.log("f1", self.f1.compute()[0]) in on_train_epoch_end, once per epoch, before self.f1.reset()'
+    )
+
+
+def test_fix_of_a_derived_value_follows_a_local_name(tmp_path):
+    """pct = self.f1(p, y) * 100; self.log("pct", pct, on_epoch=True): the fix computes it from compute()."""
+    src = RUNNING.replace(
+        'self.log("f1", self.f1.compute(), on_epoch=True, on_step=False)',
+        'pct = self.f1(self(x), y) * 100\n        self.log("pct", pct, on_epoch=True)',
+    )
+    [finding] = lint([str(_write(tmp_path, src))]).findings
+    assert finding.code == "derived-value"
+    assert finding.fix == (
+        'self.log("pct", self.f1.compute() * 100) in on_train_epoch_end, once per epoch, before the metric\'s reset()'
+    )
+
+
+def test_fix_says_to_remove_a_reset_in_on_train_epoch_end(tmp_path):
+    """Logging the object from training_step is only right without the module's own reset in on_train_epoch_end."""
+    src = (
+        RUNNING
+        + """
+    def on_train_epoch_end(self):
+        self.f1.reset()
+"""
+    )
+    [finding] = lint([str(_write(tmp_path, src))]).findings
+    assert finding.fix == (
+        'self.log("f1", self.f1, on_epoch=True, on_step=False); and remove the `self.f1.reset()` in '
+        "`on_train_epoch_end`: Lightning resets logged metric objects itself"
+    )
