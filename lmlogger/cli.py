@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=_version())
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_audit(sub)
+    _add_lint(sub)
     return top
 
 
@@ -95,6 +96,25 @@ def _run_audit(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _add_lint(sub: Any) -> None:
+    from lmlogger.lint import add_arguments
+
+    lint = sub.add_parser(
+        "lint",
+        prog="lmlogger lint",
+        help="find wrong self.log patterns in Python source, before any run",
+        description="Static check of LightningModules. Exit 0: nothing found; 1: findings; 2: bad input.",
+    )
+    add_arguments(lint)
+    lint.set_defaults(run=_run_lint)
+
+
+def _run_lint(args: argparse.Namespace) -> int:
+    from lmlogger.lint import main as lint_main
+
+    return lint_main(args)
+
+
 def _error(message: str) -> None:
     from lmlogger.audit._escape import terminal
 
@@ -106,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     top = parser()
     args = top.parse_args(argv)
     if getattr(args, "run", None) is None:
-        top.error("a command is required: audit")
+        top.error("a command is required: audit or lint")
     from lmlogger.audit._sidecar import AuditInputError
 
     try:
