@@ -38,6 +38,7 @@ from lmlogger._provenance import (
     reduce_name,
 )
 from lmlogger._records import VerificationRecord
+from lmlogger._samples import EXCHANGE_KEY, Accounts, SampleAccountant
 from lmlogger._tracker import KeyTracker
 from lmlogger._verify import Facts, judge
 from lmlogger._windows import WindowCallback
@@ -68,6 +69,7 @@ class Session:
         self.trackers: dict[str, KeyTracker | None] = {}
         self.metrics = module_metrics(module)
         self.taps: dict[int, MetricTap] = {}
+        self.samples = SampleAccountant(self)  # issue 14: samples behind each epoch value (_samples.py)
         for attribute, metric in self.metrics:
             self._tap(metric, attribute)
         self.owner: Owner | None = None
@@ -88,6 +90,7 @@ class Session:
         if tap is None:
             tap = self.taps[id(metric)] = MetricTap(metric, attribute or type(metric).__name__)
             tap.install()
+            self.samples.watch(metric, tap)
         return tap
 
     def start(self, late: bool = False) -> None:
@@ -117,6 +120,7 @@ class Session:
             self.trainer.callbacks.remove(self.callback)
         for tap in self.taps.values():
             tap.remove()
+        self.samples.remove()
 
     def _internal_error(self, where: str, err: BaseException) -> None:
         """lmlogger's own failure: one warning per run; training goes on, verdicts become unverified."""
@@ -186,6 +190,7 @@ class Session:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
             tracker.ledger.add(value, int(batch_size))
+            self.samples.logged(storage_key, tracker.reduce, value, int(batch_size))
         if tracker.kind == METRIC_OBJECT and tracker.on_step:
             forward = value._forward_cache
             if forward is None or forward is tracker.last_forward:
@@ -231,12 +236,14 @@ class Session:
 
     # -- windows ------------------------------------------------------------------------------
     def begin(self, owner: Owner) -> None:
+        self.samples.begin(owner)
         self.owner = owner
         for tap in self.taps.values():
             tap.switch(owner, begins=True)
 
     def end(self, owner: Owner) -> None:
         """Lightning is about to compute the epoch values of ``owner``."""
+        self.samples.end(owner)
         for tap in self.taps.values():
             tap.switch(None)
             tap.mark_end(owner)
@@ -259,6 +266,7 @@ class Session:
                     tracker.active, tracker.ledger, tracker.stale = False, None, False
             for tap in self.taps.values():
                 tap.pop(owner)
+            self.samples.pop(owner)
             return
         try:
             records = self._verify(owner, trackers, capture)
@@ -268,6 +276,7 @@ class Session:
         finally:
             for tap in self.taps.values():
                 tap.pop(owner)
+            self.samples.pop(owner)
             for tracker in trackers:
                 tracker.active, tracker.ledger, tracker.stale = False, None, False
         provenance = []
@@ -302,11 +311,14 @@ class Session:
             for attribute, tap in metric_taps.items():
                 window = tap.window(owner)
                 local_pieces[attribute] = window.pieces if window is not None else []
+                local_pieces[attribute] = self.samples.correct_pieces(owner, tap, local_pieces[attribute])
+            local_tensor[EXCHANGE_KEY] = self.samples.payload(owner, metric_taps)
         except Exception as err:
             self._internal_error("collecting epoch states", err)
             local_tensor, local_pieces = {}, {}
         local_values = dict(capture.values) if capture is not None else {}
         gathered_tensor, gathered_pieces, values = self.exchange.gather(local_tensor, local_pieces, local_values)
+        accounts = Accounts(gathered_tensor.pop(EXCHANGE_KEY, []))
 
         references: dict[str, tuple[float | None, str | None]] = {}
         for attribute, tap in metric_taps.items():
@@ -341,9 +353,13 @@ class Session:
                     states = gathered_tensor.get(tracker.storage_key, [])
                     reference, reason = reduce_states(states)
                     floor = accumulation_allowance(states)
+                count = accounts.for_tensor(tracker)
+                if count.corrected and reason is None:  # repeats left out, true rows as weights
+                    reference, reason = count.reference, count.reason
             else:
                 tap_attr = self.taps[id(tracker.metric)].attribute if id(tracker.metric) in self.taps else None
                 reference, reason = references.get(tap_attr, (None, "metric not tracked"))
+                count = accounts.for_metric(tap_attr, tracker.dataloader_idx)
             if self.failed_internally:
                 reference, reason = None, self.failed_internally
             tap = self.taps.get(id(tracker.metric)) if tracker.metric is not None else None
@@ -360,6 +376,9 @@ class Session:
                 shared=tap is not None and len(tap.phases_updated - {"sanity"}) > 1,
                 stale=tracker.stale,
                 rank_local=world > 1 and tracker.kind == TENSOR and not tracker.sync_dist,
+                duplicates=count.duplicates,
+                world_size=world,
+                weights=count.weights,
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
@@ -375,6 +394,9 @@ class Session:
                     reason=reason,
                     fix=fix,
                     rtol_floor=floor,
+                    samples=count.samples,
+                    dataset_size=count.dataset_size,
+                    duplicates=count.duplicates,
                 )
             )
         return records
@@ -399,6 +421,8 @@ def _describe(record: VerificationRecord) -> str:
     )
     if record.findings:
         text += f" ({', '.join(record.findings)})"
+    if record.duplicates:
+        text += f"; {record.duplicates} of its {record.samples or '?'} samples were repeats padding the ranks"
     if record.fix:
         text += f". Fix: {record.fix}"
     return text

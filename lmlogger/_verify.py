@@ -29,6 +29,10 @@ class Facts:
     shared: bool = False
     stale: bool = False
     rank_local: bool = False
+    duplicates: int = 0  # samples repeated by the sampler's padding that reached the value (all ranks)
+    world_size: int = 1
+    weights: tuple[int, int] | None = None  # (Lightning's weight, true rows) of a step that disagreed
+    weight_mismatch: bool = False  # set without ``weights`` when re-judging from a record
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -59,6 +63,10 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
         found.append("stale-step-value")
     if facts.shared:
         found.append("shared-metric")
+    if facts.duplicates:
+        found.append("padded-duplicates")
+    if verdict == "mismatch" and (facts.weights is not None or facts.weight_mismatch):
+        found.append("weight-mismatch")
     return found
 
 
@@ -80,7 +88,29 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
             return f"use one metric instance per phase (e.g. self.train_{_short(attr)} and self.val_{_short(attr)})"
         if code == "stale-step-value":
             return f'call {attr}(preds, target) (forward) before self.log("{name}", {attr}, on_step=True)'
+        if code == "weight-mismatch":
+            text = f'self.log("{name}", ..., batch_size=n) with n the number of samples in the batch'
+            if facts.weights is not None:
+                text += f" (a step had {facts.weights[1]} where Lightning weighted it {facts.weights[0]})"
+            return text
+        if code == "padded-duplicates":
+            return _padding_fix(facts)
     return None
+
+
+def _padding_fix(facts: Facts) -> str:
+    ranks = f"{facts.world_size} ranks" if facts.world_size > 1 else "number of ranks"
+    if facts.phase == "train":
+        return (
+            "DataLoader(ds, sampler=DistributedSampler(ds, drop_last=True)) "
+            "with Trainer(use_distributed_sampler=False), "
+            f"or a dataset size divisible by the {ranks}"
+        )
+    return (
+        "DataLoader(ds, sampler=UnrepeatedDistributedSamplerWrapper(SequentialSampler(ds))) "
+        "(from lightning.pytorch.overrides.distributed) with Trainer(use_distributed_sampler=False), "
+        f"or a dataset size divisible by the {ranks}"
+    )
 
 
 def _hook_phase(phase: str) -> str:

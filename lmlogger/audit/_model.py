@@ -20,6 +20,9 @@ class EpochReport:
     phase: str = "train"
     reason: str | None = None
     findings: list[str] = field(default_factory=list)
+    samples: int | None = None  # samples behind the value, all ranks, repeats included
+    dataset_size: int | None = None
+    duplicates: int = 0  # of ``samples``, repeats padding the ranks
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -34,6 +37,12 @@ class EpochReport:
             out["findings"] = list(self.findings)
         if self.reason:
             out["reason"] = self.reason
+        if self.samples is not None:
+            out["samples"] = self.samples
+        if self.dataset_size is not None:
+            out["dataset_size"] = self.dataset_size
+        if self.samples is not None or self.duplicates:
+            out["duplicates"] = self.duplicates
         return out
 
 
