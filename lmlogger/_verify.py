@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT
+from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.
@@ -106,11 +106,13 @@ def _padding_fix(facts: Facts) -> str:
             "with Trainer(use_distributed_sampler=False), "
             f"or a dataset size divisible by the {ranks}"
         )
-    return (
+    fix = (
         "DataLoader(ds, sampler=UnrepeatedDistributedSamplerWrapper(SequentialSampler(ds))) "
-        "(from lightning.pytorch.overrides.distributed) with Trainer(use_distributed_sampler=False), "
-        f"or a dataset size divisible by the {ranks}"
+        "(from lightning.pytorch.overrides.distributed) for evaluation"
     )
+    if facts.kind == TENSOR:  # Lightning's sync_dist mean truncates uneven per-rank sample totals
+        fix += f", with {facts.name!r} logged as a torchmetrics MeanMetric of per-sample values"
+    return fix + f", or a dataset size divisible by the {ranks}"
 
 
 def _hook_phase(phase: str) -> str:
