@@ -121,11 +121,12 @@ def plan_of(loader: Any) -> _Plan:
 
 def phase_loaders(trainer: Any, phase: str) -> list[Any]:
     """The dataloaders of the loop that runs ``phase`` (flattened, in dataloader index order)."""
-    fn = str(getattr(trainer.state, "fn", "") or "")
+    fn = getattr(trainer.state, "fn", None)
+    fn = getattr(fn, "value", fn)  # TrainerFn is a str enum: "fit", "validate", "test", "predict"
     if phase == "train":
         loop = trainer.fit_loop
     elif phase in ("val", "sanity"):
-        loop = trainer.validate_loop if fn.endswith("validate") else trainer.fit_loop.epoch_loop.val_loop
+        loop = trainer.validate_loop if fn == "validate" else trainer.fit_loop.epoch_loop.val_loop
     elif phase == "test":
         loop = trainer.test_loop
     else:
