@@ -102,8 +102,7 @@ def _padding_fix(facts: Facts) -> str:
     ranks = f"{facts.world_size} ranks" if facts.world_size > 1 else "number of ranks"
     if facts.phase == "train":
         return (
-            "DataLoader(ds, sampler=DistributedSampler(ds, drop_last=True)) "
-            "with Trainer(use_distributed_sampler=False), "
+            "DataLoader(ds, sampler=DistributedSampler(ds, drop_last=True)), "
             f"or a dataset size divisible by the {ranks}"
         )
     fix = (
