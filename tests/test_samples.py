@@ -165,3 +165,44 @@ def test_update_is_restored_after_the_run(run):
 
     assert not isinstance(model.train_acc.__dict__.get("update"), _UpdateTap)
     assert os.path.basename(model.train_acc.update.__qualname__) != "_UpdateTap.__call__"
+
+
+def tensorboard_texts(log_dir):
+    import glob
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    texts = []
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in EventFileLoader(path).Load():
+            for v in event.summary.value:
+                if v.metadata.plugin_data.plugin_name == "text":
+                    texts.append(tensor_util.make_ndarray(v.tensor).item().decode())
+    return texts
+
+
+def test_tensorboard_text_table_names_the_finding(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    seeded(0)
+    logger = VerifiedLogger(TensorBoardLogger(str(tmp_path), name="tb"), on_mismatch="ignore")
+    trainer(logger, tmp_path, max_epochs=1, num_sanity_val_steps=0, enable_checkpointing=False).fit(TimeMajor())
+    table = tensorboard_texts(logger.log_dir)[-1]
+    row = next(line for line in table.splitlines() if line.startswith("| val_loss |"))
+    assert "mismatch" in row and "weight-mismatch" in row and "batch_size=n" in row
+
+
+def test_mlflow_key_tags_carry_the_finding_and_the_counts(tmp_path):
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    seeded(0)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlf = MLFlowLogger(tracking_uri=uri, experiment_name="samples", artifact_location=str(tmp_path))
+    logger = VerifiedLogger(mlf, on_mismatch="ignore")
+    trainer(logger, tmp_path, max_epochs=1, num_sanity_val_steps=0, enable_checkpointing=False).fit(TimeMajor())
+    tags = MlflowClient(uri).get_run(mlf.run_id).data.tags
+    assert tags["lmlogger.key.train_loss.verdict"] == "mismatch"
+    detail = tags["lmlogger.key.train_loss.detail"]
+    assert "findings: weight-mismatch" in detail and f"samples: {N} (0 repeated) of a dataset of {N}" in detail
