@@ -269,3 +269,31 @@ def test_test_loop_is_accounted_too(tmp_path):
     e = keys["f1"].epochs[0]
     assert e.phase == "test" and (e.samples, e.dataset_size, e.duplicates) == (17, 33, 1)
     assert e.reference == pytest.approx(float(F.binary_f1_score(unique["p"], unique["y"])), rel=1e-6)
+
+
+def test_padded_batch_adds_no_sync(tmp_path, monkeypatch):
+    """Snapshot, recorded update calls and the end of the padded step read no tensor value."""
+    from test_performance import SYNCING, CountSyncsInSteps
+
+    class WholeEpoch(CountSyncsInSteps):
+        """Counts from the first batch to the module's epoch end, the padded batch's bookkeeping included."""
+
+        def on_validation_batch_end(self, *args):
+            pass
+
+        def on_validation_epoch_end(self, *args):
+            self.active = False
+
+    counts = []
+    for wrap in (False, True):
+        quiet()
+        seeded(0)
+        counter = WholeEpoch(monkeypatch)
+        logger = CSVLogger(str(tmp_path / str(wrap)))
+        if wrap:
+            logger = VerifiedLogger(logger, on_mismatch="ignore")
+        trainer(logger, tmp_path / str(wrap), callbacks=[counter]).validate(RankOne(33, 8))
+        monkeypatch.undo()
+        counts.append(counter.counts)
+    assert set(counts[0]) == set(SYNCING) and sum(counts[0].values()) > 0  # the counter sees torchmetrics' checks
+    assert counts[1] == counts[0]
