@@ -206,3 +206,15 @@ def test_mlflow_key_tags_carry_the_finding_and_the_counts(tmp_path):
     assert tags["lmlogger.key.train_loss.verdict"] == "mismatch"
     detail = tags["lmlogger.key.train_loss.detail"]
     assert "findings: weight-mismatch" in detail and f"samples: {N} (0 repeated) of a dataset of {N}" in detail
+
+
+def test_sidecars_written_before_sample_counts_still_read():
+    """Old verification records have no samples/dataset_size/duplicates: they read as unknown, 0 repeats."""
+    from lmlogger._records import from_json
+    from lmlogger.audit._model import EpochReport
+
+    old = {"type": "verification", "key": "f1", "phase": "val", "epoch": 0, "step": 3, "logged": 0.5}
+    record = from_json({**old, "reference": 0.5, "verdict": "match"})
+    assert (record.samples, record.dataset_size, record.duplicates) == (None, None, 0)
+    entry = EpochReport(0, 3, 0.5, 0.5, "match", phase="val").to_dict()
+    assert "samples" not in entry and "dataset_size" not in entry and "duplicates" not in entry
