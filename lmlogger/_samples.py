@@ -31,6 +31,7 @@ Nothing here runs a collective: the per-rank accounts travel in the one exchange
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -157,6 +158,7 @@ class _Correction:
     """One metric's padded step (rank-local, never pickled): what it added, and how to replay it."""
 
     calls: list[tuple[tuple, dict]]  # the step's update calls (arguments cloned)
+    dl: int | None  # the dataloader the metric tap files the step's state under (None in training)
     rows: int  # samples in the batch
     repeats: list[int]  # rows of the batch that are repeats
     step_sums: dict[str, Tensor] = field(default_factory=dict)  # what the step added to each sum state
@@ -398,6 +400,12 @@ class SampleAccountant:
         """
         if account.reason is not None:
             return
+        if getattr(tap, "replace", False):  # Running: a window of slots overwritten in turn
+            account.reason = (
+                f"the metric keeps a running window of updates: the {len(step.repeats)} repeated samples' "
+                "share of it cannot be removed exactly"
+            )
+            return
         other = [name for name, red in tap.reductions.items() if red not in (_SUM, _CAT)]
         if other:
             account.reason = (
@@ -414,7 +422,8 @@ class SampleAccountant:
                 "update() (a shared compute group?), so the repeats cannot be replayed away"
             )
             return
-        correction = _Correction(calls=recorded.calls, rows=step.batch_rows, repeats=list(step.repeats))
+        dl = step.dataloader_idx if step.owner[0] in ("val", "test", "sanity") else None
+        correction = _Correction(recorded.calls, dl, step.batch_rows, list(step.repeats))
         for name, red in tap.reductions.items():
             live = getattr(metric, name)
             if red == _SUM:
@@ -432,14 +441,14 @@ class SampleAccountant:
         if account is None or (not account.corrections and account.reason is None):
             return pieces
         if account.reason is not None:
-            return [_Piece(p.states, p.count, False, account.reason) for p in pieces]
+            return [dataclasses.replace(p, exact=False, reason=account.reason) for p in pieces]
         try:
             return _apply(tap, pieces, account.corrections)
         except _CannotCorrect as err:
             reason = str(err)
         except Exception as err:  # the user's update() on the replay copy
             reason = f"replaying the batch holding repeated samples without them raised {type(err).__name__}: {err}"
-        return [_Piece(p.states, p.count, False, reason) for p in pieces]
+        return [dataclasses.replace(p, exact=False, reason=reason) for p in pieces]
 
     def payload(self, owner: Owner, taps: dict[str, MetricTap]) -> dict[str, Any]:
         """This rank's accounts for the epoch exchange (plain numbers and host-side ledger states)."""
@@ -531,29 +540,42 @@ def _replay(tap: MetricTap, correction: _Correction) -> dict[str, Any]:
 
 
 def _apply(tap: MetricTap, pieces: list[_Piece], corrections: list[_Correction]) -> list[_Piece]:
-    """The pieces with each padded step's contribution swapped for its replay without the repeats."""
-    pieces = [_Piece(dict(p.states), p.count, p.exact, p.reason) for p in pieces]
+    """The pieces with each padded step's contribution swapped for its replay without the repeats.
+
+    The swap is one extra piece per dataloader (count 0): the replayed minus the recorded share for
+    ``sum`` states, the replayed elements for ``cat`` states (whose recorded elements are removed).
+    """
+    pieces = [dataclasses.replace(p, states=dict(p.states)) for p in pieces]
     if any(not p.exact for p in pieces):
         return pieces
     cat_names = [name for name, red in tap.reductions.items() if red == _CAT]
     for piece in pieces:
         for name in cat_names:
             piece.states[name] = list(piece.states[name])
-    extra: dict[str, Any] = {}
+    extras: dict[int | None, dict[str, Any]] = {}
     for correction in corrections:
         replayed = _replay(tap, correction)
+        same_dl = [p for p in pieces if p.dl == correction.dl]
         if cat_names:
-            _remove_elements(pieces, cat_names, correction.removed)
+            _remove_elements(same_dl, cat_names, correction.removed)
+        extra = extras.setdefault(correction.dl, {})
         for name, step_part in correction.step_sums.items():
             default = tap.metric._defaults[name]
             delta = (replayed[name].detach() - default.to(replayed[name].device)) - step_part.to(replayed[name].device)
             extra[name] = extra[name] + delta if name in extra else delta
         for name in cat_names:
             extra.setdefault(name, []).extend(replayed[name])
-    for name, red in tap.reductions.items():
-        if name not in extra:
-            extra[name] = [] if red == _CAT else torch.zeros_like(tap.metric._defaults[name])
-    return [*pieces, _Piece(extra, 0)]
+    out = list(pieces)
+    for dl, extra in extras.items():
+        for name, red in tap.reductions.items():
+            if name not in extra:
+                extra[name] = [] if red == _CAT else torch.zeros_like(tap.metric._defaults[name])
+        template = next(p for p in pieces if p.dl == dl) if any(p.dl == dl for p in pieces) else None
+        piece = _Piece(extra, 0, dl=dl)
+        if template is not None:
+            piece = dataclasses.replace(template, states=extra, count=0)
+        out.append(piece)
+    return out
 
 
 def _remove_elements(pieces: list[_Piece], names: list[str], removed: dict[str, list[Tensor]]) -> None:
