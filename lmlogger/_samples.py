@@ -273,6 +273,8 @@ class SampleAccountant:
             self.flush()
             if owner not in self.windows:
                 loaders = phase_loaders(self.session.trainer, owner[0])
+                if owner[0] == "train" and len(loaders) != 1:
+                    loaders = []  # a combined batch of several loaders: rows cannot be told apart
                 self.windows[owner] = _Window(plans=[plan_of(dl) for dl in loaders])
         except Exception as err:
             self._fail("reading the dataloaders", err)
