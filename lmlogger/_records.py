@@ -170,6 +170,9 @@ class VerificationRecord:
     reason: str | None = None
     fix: str | None = None
     rtol_floor: float = 0.0  # float32 accumulation allowance for tensor sums/means (n_steps * 2**-24)
+    samples: int | None = None  # samples that reached the epoch value, all ranks, repeats included
+    dataset_size: int | None = None  # len() of the dataloader's dataset, where it has one
+    duplicates: int = 0  # of ``samples``, how many were repeats (sampler padding)
     type: str = "verification"
 
 

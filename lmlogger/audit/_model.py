@@ -23,6 +23,9 @@ class EpochReport:
     findings: list[str] = field(default_factory=list)
     #: The stage (``RunReport.stage_details[stage - 1]``) this epoch belongs to: repeated fits are told apart.
     stage: int = 1
+    samples: int | None = None  # samples behind the value, all ranks, repeats included
+    dataset_size: int | None = None
+    duplicates: int = 0  # of ``samples``, repeats padding the ranks
 
     def gap(self) -> float | None:
         """The relative gap ``|logged - reference| / |reference|`` (``None`` without both values; 0 when both
@@ -53,6 +56,12 @@ class EpochReport:
             out["findings"] = list(self.findings)
         if self.reason:
             out["reason"] = self.reason
+        if self.samples is not None:
+            out["samples"] = self.samples
+        if self.dataset_size is not None:
+            out["dataset_size"] = self.dataset_size
+        if self.samples is not None or self.duplicates:
+            out["duplicates"] = self.duplicates
         return out
 
 

@@ -301,6 +301,8 @@ def _key_report(
                     shared="shared-metric" in rec_findings,
                     stale="stale-step-value" in rec_findings,
                     rank_local="rank-local" in rec_findings,
+                    duplicates=record.duplicates,
+                    weight_mismatch="weight-mismatch" in rec_findings,
                 )
                 rec_findings = findings_for(facts, rejudged)
                 rec_fix = fix_for(facts, rec_findings) if rejudged == "mismatch" or rec_findings else None
@@ -316,6 +318,9 @@ def _key_report(
                 reason=record.reason,
                 findings=rec_findings,
                 stage=stage,
+                samples=record.samples,
+                dataset_size=record.dataset_size,
+                duplicates=record.duplicates,
             )
         )
         for code in rec_findings:

@@ -281,6 +281,9 @@ class MLflowSink(GenericSink):
             )
             if rec.findings:
                 lines.append("findings: " + ", ".join(rec.findings))
+            if rec.samples is not None or rec.duplicates:
+                size = f" of a dataset of {rec.dataset_size}" if rec.dataset_size is not None else ""
+                lines.append(f"samples: {rec.samples} ({rec.duplicates} repeated){size}")
             if rec.fix:
                 lines.append(f"fix: {rec.fix}")
             if rec.reason:
