@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lmlogger import _intercept
+from lmlogger._decisions import DecisionTracker
 from lmlogger._distributed import Exchange
 from lmlogger._errors import MismatchError
 from lmlogger._ledger import MetricTap, Owner, TensorLedger, accumulation_allowance, reduce_states
@@ -81,6 +82,7 @@ class Session:
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
         self.callback = WindowCallback(self)
+        self.decisions = DecisionTracker(self)  # checkpoint / early stopping / scheduler decisions
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _tap(self, metric: Any, attribute: str | None) -> MetricTap:
@@ -93,6 +95,7 @@ class Session:
     def start(self, late: bool = False) -> None:
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
+        self.decisions.start()
         if late:
             self._join_running_window()
 
@@ -112,6 +115,10 @@ class Session:
                 tap.adopt(self.owner)
 
     def detach(self) -> None:
+        try:
+            self.decisions.detach()
+        except Exception as err:
+            self._internal_error("ending the decisions record", err)
         _intercept.unregister(self.trainer)
         if self.callback in self.trainer.callbacks:
             self.trainer.callbacks.remove(self.callback)
@@ -278,6 +285,10 @@ class Session:
                 tracker.recorded = state
         for logger in self.loggers:
             logger._emit(provenance, records, owner)
+        try:
+            self.decisions.on_close(records)  # reads of a monitored key waiting for its epoch value
+        except Exception as err:
+            self._internal_error("recording decisions", err)
         self._report(records)
 
     def _verify(self, owner: Owner, trackers: list[KeyTracker], capture: _Capture | None) -> list:

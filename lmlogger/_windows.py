@@ -53,6 +53,11 @@ class WindowCallback(Callback):
         if s.open_train is not None:
             owner, s.open_train = s.open_train, None
             self._guard("closing the training epoch", s.close, owner)
+        self._guard("ending the decisions record", s.decisions.finish)
+
+    # checkpoints saved during the run carry their verification (plain Python types: loads without lmlogger)
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        self._guard("adding lmlogger's entry to the checkpoint", self.session.decisions.on_save_checkpoint, checkpoint)
 
     # validation / test
     def _eval_start(self, trainer: Any, phase: str) -> None:

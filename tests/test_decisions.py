@@ -1,0 +1,207 @@
+"""Decisions: what ModelCheckpoint, EarlyStopping and ReduceLROnPlateau did with a wrongly logged key, replayed on
+the references, in the audit, TensorBoard, MLflow and the checkpoints themselves.
+
+The validation predictions are built per epoch so that the logged `val_f1` (a mean of per-batch F1 values) and
+the true epoch F1 rank the epochs differently; the truth is recomputed from the recorded predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import Recorder, f1, seeded, trainer
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import BinaryF1Score
+
+import lmlogger
+from lmlogger import VerifiedLogger
+
+# One validation epoch = two batches of 10 samples, each given as (TP, FP, FN, TN).
+PATTERNS = {
+    "Y": ((4, 6, 0, 0), (4, 6, 0, 0)),  # batch F1 0.444, 0.444 -> logged 0.444; true 0.444
+    "X": ((1, 0, 0, 9), (1, 0, 9, 0)),  # batch F1 1.0, 0.182   -> logged 0.591; true 0.308
+    "W": ((3, 0, 0, 7), (0, 0, 1, 9)),  # batch F1 1.0, 0.0     -> logged 0.500; true 0.857
+}
+SCHEDULE = "YXWYX"
+
+
+def batch(pattern: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    tp, fp, fn, tn = pattern
+    preds = torch.tensor([0.9] * tp + [0.9] * fp + [0.1] * fn + [0.1] * tn)
+    target = torch.tensor([1] * tp + [0] * fp + [1] * fn + [0] * tn)
+    return preds, target
+
+
+class Decided(LightningModule):
+    """Logs `val_f1` wrongly (forward() batch values averaged) and `val_f1_obj` rightly (the metric object)."""
+
+    def __init__(self, scheduler: bool = True) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.rec = Recorder()
+        self.val_f1_fwd = BinaryF1Score()
+        self.val_f1_obj = BinaryF1Score()
+        self.scheduler = scheduler
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x).squeeze(-1), y)
+
+    def validation_step(self, batch, batch_idx):
+        epoch = 0 if self.trainer.sanity_checking else self.current_epoch
+        preds, target = globals()["batch"](PATTERNS[SCHEDULE[epoch]][batch_idx])
+        if not self.trainer.sanity_checking:
+            self.rec.add(("val", epoch, 0), preds, target)
+        self.log("val_f1", self.val_f1_fwd(preds, target), batch_size=10)  # wrong: per-batch values averaged
+        self.val_f1_obj.update(preds, target)
+        self.log("val_f1_obj", self.val_f1_obj, batch_size=10)  # right
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        if not self.scheduler:
+            return optimizer
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=0, factor=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_f1"}}
+
+
+def loaders() -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    train = TensorDataset(torch.randn(20, 4, generator=g), torch.randn(20, generator=g))
+    val = TensorDataset(torch.zeros(20, 1))
+    return DataLoader(train, batch_size=10), DataLoader(val, batch_size=10)
+
+
+def epoch_of(path: str) -> int:
+    return int(re.search(r"epoch=(\d+)", os.path.basename(path)).group(1))
+
+
+def true_f1(module: Decided) -> dict[int, float]:
+    epochs = sorted({k[1] for k in module.rec.preds})
+    return {e: module.rec.true(f1, ("val", e, 0)) for e in epochs}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One fit: three ModelCheckpoints (max top-1, min top-2, every 2nd epoch), two EarlyStoppings, a plateau LR
+    scheduler; EarlyStopping on `val_f1` stops training at epoch 2 (so epochs 0, 1, 2 run)."""
+    root = tmp_path_factory.mktemp("decisions")
+    seeded(0)
+    module = Decided()
+    callbacks = [
+        ModelCheckpoint(dirpath=root / "best", monitor="val_f1", mode="max", filename="{epoch}-{step}"),
+        ModelCheckpoint(dirpath=root / "low", monitor="val_f1", mode="min", save_top_k=2, filename="{epoch}-{step}"),
+        ModelCheckpoint(dirpath=root / "even", monitor="val_f1", mode="max", every_n_epochs=2, filename="{epoch}"),
+        ModelCheckpoint(dirpath=root / "obj", monitor="val_f1_obj", mode="max", filename="{epoch}-{step}"),
+        EarlyStopping(monitor="val_f1", mode="max", patience=1),
+        EarlyStopping(monitor="val_f1_obj", mode="max", patience=3, min_delta=0.01, check_on_train_epoch_end=False),
+    ]
+    logger = VerifiedLogger(TensorBoardLogger(str(root), name="tb"))
+    tr = trainer(logger, root, max_epochs=5, callbacks=callbacks, enable_checkpointing=True)
+    train, val = loaders()
+    with pytest.warns(UserWarning, match="ModelCheckpoint kept epoch 1 by `val_f1`"):
+        tr.fit(module, train, val)
+    report = lmlogger.audit(logger.log_dir)
+    lr = tr.optimizers[0].param_groups[0]["lr"]
+    del logger
+    return {"root": root, "module": module, "callbacks": callbacks, "report": report, "lr": lr, "trainer": tr}
+
+
+def decision(run, callback):
+    return next(d for d in run["report"].runs[0].to_dict()["decisions"] if d["callback"] == callback)
+
+
+def test_the_data_make_logged_and_true_best_epochs_differ(run):
+    """Ground truth from the recorded predictions: the true best epoch is 2, the logged values pick epoch 1."""
+    truth = true_f1(run["module"])
+    assert sorted(truth) == [0, 1, 2]
+    assert max(truth, key=truth.get) == 2
+    logged = {e.epoch: e.logged for e in run["report"].by_key()["val_f1"].epochs}
+    assert max(logged, key=logged.get) == 1
+
+
+def test_model_checkpoint_kept_the_logged_best_and_the_reference_disagrees(run):
+    """by_logged is the epoch of the real best_model_path; by_reference is the true best epoch."""
+    best = run["callbacks"][0]
+    truth = true_f1(run["module"])
+    d = decision(run, "ModelCheckpoint")
+    assert d["monitor"] == "val_f1" and d["mode"] == "max"
+    assert d["by_logged"]["epoch"] == epoch_of(best.best_model_path) == 1
+    assert d["by_logged"]["value"] == pytest.approx(float(best.best_model_score))
+    assert d["by_reference"]["epoch"] == max(truth, key=truth.get) == 2
+    assert d["by_reference"]["value"] == pytest.approx(truth[2], abs=1e-6)
+    assert d["agree"] is False and d["monitor_verdict"] == "mismatch"
+    assert d["observed"]["epoch"] == 1
+    assert (
+        d["message"]
+        == "ModelCheckpoint kept epoch 1 by `val_f1` = 0.591 (logged); by the reference, epoch 2 is best (0.857)"
+    )
+
+
+def test_top_k_in_min_mode(run):
+    """save_top_k=2, mode=min: the two kept checkpoints by the logged values are the real files; by the reference
+    another pair is kept and another epoch is best."""
+    low = run["callbacks"][1]
+    truth = true_f1(run["module"])
+    d = decision(run, "ModelCheckpoint-2")
+    assert sorted(p["epoch"] for p in d["kept_by_logged"]) == sorted(epoch_of(p) for p in low.best_k_models)
+    assert d["by_logged"]["epoch"] == epoch_of(low.best_model_path)
+    ranked = sorted(truth, key=lambda e: (truth[e], e))
+    assert d["by_reference"]["epoch"] == ranked[0]
+    assert sorted(p["epoch"] for p in d["kept_by_reference"]) == sorted(ranked[:2])
+    assert d["agree"] is False
+
+
+def test_every_n_epochs_reads_only_its_epochs(run):
+    even = run["callbacks"][2]
+    d = decision(run, "ModelCheckpoint-3")
+    assert d["reads"] == 1 and d["by_logged"]["epoch"] == epoch_of(even.best_model_path) == 1
+    assert d["config"]["every_n_epochs"] == 2
+
+
+def test_the_metric_object_control_agrees(run):
+    """The same callbacks on the rightly logged `val_f1_obj` keep the true best epoch, and agree."""
+    truth = true_f1(run["module"])
+    d = decision(run, "ModelCheckpoint-4")
+    assert d["agree"] is True and d["monitor_verdict"] == "match"
+    assert d["by_logged"]["epoch"] == d["by_reference"]["epoch"] == max(truth, key=truth.get)
+    assert epoch_of(run["callbacks"][3].best_model_path) == 2
+    es = decision(run, "EarlyStopping-2")
+    assert es["agree"] is True and es["by_logged"] is None and es["by_reference"] is None
+    assert es["config"]["check_on_train_epoch_end"] is False and es["config"]["min_delta"] == 0.01
+
+
+def test_early_stopping_stop_epoch_by_logged_and_by_reference(run):
+    """Logged: improves at 1, worse at 2 -> stops at 2 (the real stop). Reference: worse at 1 -> would stop at 1."""
+    es = run["callbacks"][4]
+    d = decision(run, "EarlyStopping")
+    assert d["by_logged"]["epoch"] == es.stopped_epoch == 2
+    assert d["by_reference"]["epoch"] == 1
+    assert d["agree"] is False
+    assert d["config"]["check_on_train_epoch_end"] is True and d["config"]["patience"] == 1
+
+
+def test_plateau_scheduler_drops(run):
+    """ReduceLROnPlateau(mode=max, patience=0) on `val_f1`: the LR dropped after epoch 2 by the logged values
+    (the real LR halved once); by the reference it would have dropped after epoch 1 instead."""
+    d = decision(run, "ReduceLROnPlateau")
+    assert [p["epoch"] for p in d["by_logged"]["drops"]] == [2] == d["observed"]["drops"]
+    assert [p["epoch"] for p in d["by_reference"]["drops"]] == [1]
+    assert run["lr"] == pytest.approx(0.05)
+    assert d["agree"] is False
+
+
+def test_the_monitored_key_gets_decision_on_mismatch(run):
+    keys = run["report"].by_key()
+    assert "decision-on-mismatch" in keys["val_f1"].findings
+    marked = [e.epoch for e in keys["val_f1"].epochs if "decision-on-mismatch" in e.findings]
+    assert marked == [1, 2]  # epoch 0 matched (both batches alike)
+    assert "decision-on-mismatch" not in keys["val_f1_obj"].findings
