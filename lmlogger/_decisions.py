@@ -51,6 +51,7 @@ class _Read:
     reason: str | None = None
     observed: dict[str, Any] = field(default_factory=dict)
     done: bool = False  # the callback's own method returned
+    fed: bool = False  # given to the replays
 
 
 @dataclass
@@ -322,13 +323,20 @@ class DecisionTracker:
         )
 
     def _drain(self, watched: _Watched) -> None:
-        """Feed and write the reads at the head of the queue that are resolved and done, in read order."""
+        """Feed the resolved reads at the head of the queue to the replays, in read order (at once, so that a
+        checkpoint saved for a read carries it), and write each one once the callback's method returned."""
         out = []
-        while watched.queue and watched.queue[0].verdict is not None and watched.queue[0].done:
+        for read in watched.queue:
+            if read.verdict is None:
+                break
+            if not read.fed:
+                read.fed = True
+                if read.key is not None and watched.replay.key is None:
+                    watched.replay.key = read.key
+                watched.replay.feed(read.epoch, read.step, read.value, read.reference, read.verdict)
+        while watched.queue and watched.queue[0].fed and watched.queue[0].done:
             read = watched.queue.popleft()
-            if read.key is not None and watched.replay.key is None:
-                watched.replay.key = read.key
-            watched.replay.feed(read.epoch, read.step, read.value, read.reference, read.verdict, read.observed)
+            watched.replay.observe(read.epoch, read.step, read.observed)
             out.append(
                 DecisionRecord(
                     callback=watched.label,
@@ -433,6 +441,7 @@ class DecisionTracker:
             {"callback": w.label, "monitor": w.monitor, "epoch": r.epoch, "step": r.step, "logged": r.value}
             for w in self.watched
             for r in w.queue
+            if not r.fed
         ]
         monitored = [k for m in monitors for k in self._candidates(m) if k in keys]
         decisions = self.decisions()

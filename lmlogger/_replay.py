@@ -140,13 +140,9 @@ class EarlyStoppingReplay:
     def feed(self, point: Point) -> bool:
         """Replay one read; ``True`` when the callback signals the trainer to stop (the first time is kept)."""
         current = f32(point.value)
-        stop = False
-        if self.check_finite and not math.isfinite(current):
-            stop = True
-        elif self.stopping_threshold is not None and _better(current, self.stopping_threshold, self.mode):
-            stop = True
-        elif self.divergence_threshold is not None and _better(-current, -self.divergence_threshold, self.mode):
-            stop = True
+        stop = self._threshold_stop(current)
+        if stop:
+            pass
         elif _better(f32(current - self.min_delta), self.best, self.mode):
             self.best = current
             self.wait = 0
@@ -156,6 +152,14 @@ class EarlyStoppingReplay:
         if stop and self.stopped is None:
             self.stopped = point
         return stop
+
+    def _threshold_stop(self, current: float) -> bool:
+        """Non-finite value, ``stopping_threshold`` reached, or ``divergence_threshold`` passed."""
+        if self.check_finite and not math.isfinite(current):
+            return True
+        if self.stopping_threshold is not None and _better(current, float(self.stopping_threshold), self.mode):
+            return True
+        return self.divergence_threshold is not None and _better(-current, -float(self.divergence_threshold), self.mode)
 
     def outcome(self) -> Point | None:
         """The read at which it stopped (``None``: it would not have stopped on these reads)."""
@@ -350,20 +354,9 @@ class DecisionReplay:
         self.unverified = 0
         self.observed: Any = None
 
-    def feed(
-        self,
-        epoch: int,
-        step: int | None,
-        logged: float,
-        reference: float | None,
-        verdict: str,
-        observed: dict[str, Any] | None = None,
-    ) -> None:
-        """One read: the value the callback read (``logged``), its reference, the key's verdict and what the
-        callback was seen to do (``observed``: ``kept``/``best_epoch``, ``stop``, ``lr_before``/``lr_after``)."""
+    def feed(self, epoch: int, step: int | None, logged: float, reference: float | None, verdict: str) -> None:
+        """One read: the value the callback read (``logged``), its reference and the key's verdict."""
         self.reads += 1
-        if observed:
-            self._observe(epoch, step, observed)
         if reference is None:
             self.unverified += 1
             verdict = "unverified" if verdict == "match" else verdict
@@ -376,6 +369,12 @@ class DecisionReplay:
         # without a reference the logged value stands in (agree is then None: the decision is not verified)
         self.reference.feed(Point(epoch, step, float(reference if reference is not None else logged)))
 
+    def observe(self, epoch: int, step: int | None, observed: dict[str, Any] | None) -> None:
+        """What the callback was seen to do after a read (``kept``/``best_epoch``, ``stop``,
+        ``lr_before``/``lr_after``): kept beside the replay so that a reader can compare."""
+        if observed:
+            self._observe(epoch, step, observed)
+
     def _observe(self, epoch: int, step: int | None, observed: dict[str, Any]) -> None:
         seen = self.observed if self.observed is not None else {}
         if self.kind == CHECKPOINT and "best_epoch" in observed:
@@ -387,7 +386,7 @@ class DecisionReplay:
         elif self.kind == LR_SCHEDULER:
             drops = seen.setdefault("drops", [])
             before, after = observed.get("lr_before") or [], observed.get("lr_after") or []
-            if any(_lower(a, b) for a, b in zip(after, before)):
+            if any(_lower(a, b) for a, b in zip(after, before, strict=False)):
                 drops.append(epoch)
         self.observed = seen
 
@@ -492,5 +491,6 @@ def replay_records(records: list[Any]) -> list[Decision]:
             )
         if record.logged is None:
             continue
-        replay.feed(record.epoch, record.step, record.logged, record.reference, record.verdict, record.observed)
+        replay.feed(record.epoch, record.step, record.logged, record.reference, record.verdict)
+        replay.observe(record.epoch, record.step, record.observed)
     return [r.decision() for r in replays.values()]

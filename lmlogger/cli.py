@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmlogger", description="Verified epoch metrics for PyTorch Lightning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     audit = sub.add_parser("audit", help="audit a run dir, a folder of runs, or runs:/<run_id>")
-    audit.add_argument("source", help="run dir, folder of runs, or runs:/<run_id> (MLflow)")
+    audit.add_argument("source", help="run dir, folder of runs, runs:/<run_id> (MLflow), or a checkpoint (.ckpt)")
     audit.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     audit.add_argument("--format", choices=("table", "json", "markdown", "prov"), default="table")
     audit.add_argument("--plot", metavar="FILE.png", default=None, help="draw logged vs reference per key")

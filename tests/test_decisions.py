@@ -12,18 +12,20 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 from helpers import Recorder, f1, seeded, trainer
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryF1Score
 
 import lmlogger
 from lmlogger import VerifiedLogger
+from lmlogger.cli import main as cli_main
 
 # One validation epoch = two batches of 10 samples, each given as (TP, FP, FN, TN).
 PATTERNS = {
@@ -205,3 +207,198 @@ def test_the_monitored_key_gets_decision_on_mismatch(run):
     marked = [e.epoch for e in keys["val_f1"].epochs if "decision-on-mismatch" in e.findings]
     assert marked == [1, 2]  # epoch 0 matched (both batches alike)
     assert "decision-on-mismatch" not in keys["val_f1_obj"].findings
+
+
+# -- where users look ------------------------------------------------------------------------------------
+def test_tensorboard_text_shows_the_decisions(run):
+    """Read back with tensorboard's reader: the `lmlogger/decisions` text holds each callback's sentence."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    texts = []
+    for path in sorted((run["root"] / "tb" / "version_0").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                if v.tag.startswith("lmlogger/decisions"):
+                    texts.append(tensor_util.make_ndarray(v.tensor).item().decode())
+    assert texts
+    last = texts[-1]
+    assert "| ModelCheckpoint | val_f1 | **disagree** | mismatch |" in last
+    assert "by the reference, epoch 2 is best (0.857)" in last
+    assert "| ModelCheckpoint-4 | val_f1_obj | agree | match |" in last
+
+
+def test_audit_table_and_markdown_have_a_decisions_section(run):
+    from lmlogger.audit._render import to_markdown, to_table
+
+    table = to_table(run["report"])
+    assert "decisions (" in table
+    assert (
+        "[disagree] ModelCheckpoint kept epoch 1 by `val_f1` = 0.591 (logged); by the reference, epoch 2 is best "
+        "(0.857) (monitor verdict: mismatch)" in table
+    )
+    markdown = to_markdown(run["report"])
+    assert "### Decisions:" in markdown
+    assert "| ModelCheckpoint | val_f1 | mismatch | **disagree** |" in markdown
+    assert "| ModelCheckpoint-4 | val_f1_obj | match | agree |" in markdown
+
+
+# -- checkpoints carry their verification ----------------------------------------------------------------
+def test_every_checkpoint_saved_holds_lmlogger_entry(run):
+    """torch.load(..., weights_only=False)["lmlogger"]: the monitored keys, the keys' last closed epoch, the
+    decisions up to the save; the best checkpoint of `val_f1` says its monitor mismatched."""
+    paths = sorted((run["root"]).glob("*/*.ckpt"))
+    assert len(paths) >= 5
+    for path in paths:
+        entry = torch.load(path, weights_only=False)["lmlogger"]
+        assert entry["schema"] == 1 and entry["monitors"] == ["val_f1", "val_f1_obj"]
+    best = torch.load(run["callbacks"][0].best_model_path, weights_only=False)["lmlogger"]
+    assert best["epoch"] == 1 and best["saved_by"] == {
+        "callback": "ModelCheckpoint",
+        "monitor": "val_f1",
+        "mode": "max",
+    }
+    key = best["keys"]["val_f1"]
+    assert key["epoch"] == 1 and key["verdict"] == "mismatch" and key["phase"] == "val"
+    assert key["reference"] == pytest.approx(true_f1(run["module"])[1], abs=1e-6)
+    assert best["monitor_verdict"] == "mismatch"
+    mc = next(d for d in best["decisions"] if d["callback"] == "ModelCheckpoint")
+    assert mc["by_logged"]["epoch"] == 1 and mc["reads"] == 2  # the read that saved this file included
+    obj = torch.load(run["callbacks"][3].best_model_path, weights_only=False)["lmlogger"]
+    assert obj["keys"]["val_f1_obj"]["verdict"] == "match"
+
+
+def test_checkpoint_loads_without_lmlogger_and_holds_only_plain_types(run):
+    """In a process where lmlogger cannot be imported, torch.load with weights_only=True (plain types only) reads it."""
+    code = (
+        "import sys, json\n"
+        "class Block:\n"
+        "    def find_spec(self, name, *a):\n"
+        "        if name.split('.')[0] == 'lmlogger': raise ImportError('lmlogger is not installed here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import torch\n"
+        "entry = torch.load(sys.argv[1], weights_only=True)['lmlogger']\n"
+        "assert 'lmlogger' not in sys.modules\n"
+        "print(json.dumps({'monitors': entry['monitors'], 'verdict': entry['monitor_verdict']}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, run["callbacks"][0].best_model_path], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"monitors": ["val_f1", "val_f1_obj"], "verdict": "mismatch"}
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_resuming_from_a_verified_checkpoint(run, tmp_path, verified):
+    """Resuming works with a plain logger and with VerifiedLogger; the resumed run's checkpoints carry the entry."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    seeded(0)
+    logger = CSVLogger(str(tmp_path))
+    if verified:
+        logger = VerifiedLogger(logger, on_mismatch="ignore")
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_f1_obj", mode="max", filename="{epoch}")
+    train, val = loaders()
+    tr = trainer(logger, tmp_path, max_epochs=4, callbacks=[ckpt])
+    tr.fit(Decided(scheduler=False), train, val, ckpt_path=run["callbacks"][0].best_model_path)
+    assert tr.current_epoch == 4
+    saved = torch.load(ckpt.best_model_path, weights_only=False)
+    assert ("lmlogger" in saved) is verified
+    if verified:
+        assert saved["lmlogger"]["keys"]["val_f1_obj"]["verdict"] == "match"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """`lmlogger ...` in this process (the CLI's own main); `subprocess=True` runs the real command line."""
+
+    def run(*args, subprocess_=False):
+        if subprocess_:
+            return subprocess.run(
+                [sys.executable, "-m", "lmlogger", *map(str, args)], capture_output=True, text=True, timeout=300
+            )
+        capsys.readouterr()
+        code = cli_main([str(a) for a in args])
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown", "prov"])
+def test_cli_audits_a_checkpoint_in_every_format(run, cli, fmt):
+    """`lmlogger audit best.ckpt`: exit 1 (its monitored key mismatched), the decision and the keys in each format."""
+    proc = cli("audit", run["callbacks"][0].best_model_path, "--format", fmt, subprocess_=fmt == "table")
+    assert proc.returncode == 1, proc.stderr
+    if fmt == "json":
+        data = json.loads(proc.stdout)
+        r = data["runs"][0]
+        assert r["backend"] == "checkpoint" and r["checkpoint"]["epoch"] == 1
+        assert r["checkpoint"]["saved_by"]["callback"] == "ModelCheckpoint"
+        keys = {k["key"]: k for k in r["keys"]}
+        assert keys["val_f1"]["verdict"] == "mismatch" and "decision-on-mismatch" in keys["val_f1"]["findings"]
+        mc = next(d for d in r["decisions"] if d["callback"] == "ModelCheckpoint")
+        # two reads when this file was saved: by the references, epoch 0 was still the better one
+        assert (mc["by_logged"]["epoch"], mc["by_reference"]["epoch"], mc["agree"]) == (1, 0, False)
+    elif fmt == "prov":
+        assert "val_f1" in proc.stdout
+    else:
+        assert "checkpoint saved at epoch 1" in proc.stdout and "ModelCheckpoint kept epoch 1" in proc.stdout
+
+
+def test_cli_checkpoint_of_the_right_key_exits_0(run, cli):
+    proc = cli("audit", run["callbacks"][3].best_model_path)
+    assert proc.returncode == 1  # this file also records val_f1, which mismatched in its last closed epoch
+    data = json.loads(cli("audit", run["callbacks"][3].best_model_path, "--format", "json").stdout)
+    keys = {k["key"]: k for k in data["runs"][0]["keys"]}
+    assert keys["val_f1_obj"]["verdict"] == "match" and "decision-on-mismatch" not in keys["val_f1_obj"]["findings"]
+
+
+def test_assert_verified_accepts_a_checkpoint(run):
+    from lmlogger.testing import assert_verified
+
+    with pytest.raises(AssertionError, match="val_f1: mismatch") as err:
+        assert_verified(run["callbacks"][0].best_model_path)
+    assert "ModelCheckpoint" in str(err.value)
+
+
+def test_hostile_checkpoint_runs_no_code_and_is_exit_2(tmp_path, cli):
+    """A pickle that would call os.system when loaded by torch/pickle is read inertly: no file is created."""
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"state_dict": Evil(), "lmlogger": Evil()}, protocol=2))
+    proc = cli("audit", path)
+    assert proc.returncode == 2 and not marker.exists()
+    assert "corrupt lmlogger entry" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: torch.save({"a": 1}, p, _use_new_zipfile_serialization=False), "legacy (non-zip) format"),
+        (lambda p: p.write_bytes(b"not a checkpoint at all"), "not a torch checkpoint"),
+        (lambda p: torch.save({"state_dict": {}}, p), "has no lmlogger entry"),
+    ],
+)
+def test_bad_checkpoints_are_one_line_and_exit_2(tmp_path, cli, make, message):
+    path = tmp_path / "x.ckpt"
+    make(path)
+    proc = cli("audit", path)
+    assert proc.returncode == 2, proc.stdout
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -16,6 +16,9 @@ import os
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
 from lmlogger.audit._sidecar import AuditInputError, find_sidecars, run_report
 
+#: File names audited as checkpoints (their ``checkpoint["lmlogger"]`` entry).
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
 
 def audit(
     source: str | os.PathLike[str],
@@ -27,7 +30,8 @@ def audit(
     """Audit a run dir, a folder of runs, or an MLflow run (``runs:/<run_id>``).
 
     Args:
-        source: a TensorBoard or CSV run dir, a folder holding many runs, or ``runs:/<run_id>``.
+        source: a TensorBoard or CSV run dir, a folder holding many runs, ``runs:/<run_id>``, or a checkpoint
+            file (``.ckpt``) saved during a verified run.
         tracking_uri: MLflow tracking URI for ``runs:/`` sources (default: ``MLFLOW_TRACKING_URI``).
         rtol: re-judge the recorded values with this relative tolerance (default: the run's own).
         atol: re-judge the recorded values with this absolute tolerance (default: the run's own).
@@ -42,6 +46,10 @@ def audit(
         return AuditReport(runs=[audit_mlflow_run(source, tracking_uri, rtol=rtol, atol=atol)])
     if not os.path.exists(source):
         raise AuditInputError(f"{source}: no such file or directory")
+    if os.path.isfile(source) and source.endswith(CHECKPOINT_SUFFIXES):
+        from lmlogger.audit._checkpoint import audit_checkpoint
+
+        return AuditReport(runs=[audit_checkpoint(source)])
     if os.path.isfile(source):
         if os.path.basename(source) != "provenance.jsonl":
             raise AuditInputError(f"{source}: not a run dir nor an lmlogger sidecar (provenance.jsonl)")

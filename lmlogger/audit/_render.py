@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from lmlogger.audit._model import AuditReport, KeyReport
 
@@ -67,7 +68,64 @@ def to_markdown(report: AuditReport) -> str:
         for problem in problems:
             lines.append(f"- store check: {problem}")
         lines.append("")
+    lines += _decisions_markdown(report)
     return "\n".join(lines)
+
+
+_AGREE = {True: "agree", False: "disagree", None: "unverified"}
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F], "?")
+
+
+def _plain_text(text: Any) -> str:
+    """A string from a file as it may reach a terminal: no control characters (no ANSI escapes)."""
+    return str(text).translate(_CONTROL)
+
+
+def _md_text(text: Any) -> str:
+    """A string from a file inside a markdown table cell: no control characters, no raw HTML, no cell breaks."""
+    return _plain_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def _checkpoint_line(run: Any) -> str:
+    c = run.checkpoint
+    saved = c.get("saved_by") or {}
+    by = f" by {saved.get('callback')} (monitor `{saved.get('monitor')}`)" if saved.get("callback") else ""
+    return _plain_text(f"checkpoint saved at epoch {c.get('epoch')}, step {c.get('global_step')}{by}")
+
+
+def _decisions_markdown(report: AuditReport) -> list[str]:
+    """The decisions section: one row per callback that acted on a monitored key."""
+    lines: list[str] = []
+    for run in report.runs:
+        if not run.decisions and run.checkpoint is None:
+            continue
+        lines += [f"### Decisions: {_md_text(run.source)}", ""]
+        if run.checkpoint is not None:
+            lines += [_md_text(_checkpoint_line(run)), ""]
+        if run.decisions:
+            lines.append("| callback | monitor | monitor verdict | agree | decision |")
+            lines.append("|---|---|---|---|---|")
+            for d in run.decisions:
+                agree = "**disagree**" if d.agree is False else _AGREE[d.agree]
+                cells = [_md_text(d.callback), _md_text(d.monitor), _md_text(d.monitor_verdict or "-")]
+                lines.append("| " + " | ".join([*cells, agree, _md_text(d.message)]) + " |")
+        lines.append("")
+    return lines
+
+
+def _decisions_text(report: AuditReport) -> list[str]:
+    """The decisions section of the plain table: one line per callback, the sentence says it all."""
+    out: list[str] = []
+    for run in report.runs:
+        if not run.decisions and run.checkpoint is None:
+            continue
+        out += ["", f"decisions ({_plain_text(run.source)}):"]
+        if run.checkpoint is not None:
+            out.append(f"  {_checkpoint_line(run)}")
+        for d in run.decisions:
+            line = f"  [{_AGREE[d.agree]}] {d.message} (monitor verdict: {d.monitor_verdict or '-'})"
+            out.append(_plain_text(line))
+    return out
 
 
 _COLOURS = {"match": "green", "mismatch": "bold red", "unverified": "yellow"}
@@ -121,6 +179,9 @@ def _rich_renderables(report: AuditReport):
         if fixes:
             parts += [Text("fix / reason:"), *fixes]
         parts += [Text(f"store check: {p}", style="yellow") for p in problems]
+    decisions = _decisions_text(report)
+    if decisions:
+        parts.append(Text("\n".join(decisions).lstrip("\n")))
     return Group(*parts)
 
 
@@ -154,4 +215,5 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
             out += ["fix / reason:", *fixes]
         for problem in problems:
             out.append(f"store check: {problem}")
+    out += _decisions_text(report)
     return "\n".join(out)
