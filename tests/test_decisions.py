@@ -402,3 +402,86 @@ def test_bad_checkpoints_are_one_line_and_exit_2(tmp_path, cli, make, message):
     proc = cli("audit", path)
     assert proc.returncode == 2, proc.stdout
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- a monitored training key (read before its window closes), every_n_train_steps, MLflow -----------------------
+class TrainDecided(Decided):
+    """`train_f1` logged wrongly from training_step (compute() running values averaged); its epochs are built
+    like the validation ones (two batches per epoch)."""
+
+    def __init__(self) -> None:
+        super().__init__(scheduler=False)
+        self.train_f1 = BinaryF1Score()
+
+    def training_step(self, batch, batch_idx):
+        preds, target = globals()["batch"](PATTERNS[SCHEDULE[self.current_epoch]][batch_idx])
+        self.rec.add(("train", self.current_epoch, 0), preds, target)
+        self.train_f1.update(preds, target)
+        self.log("train_f1", self.train_f1.compute(), on_step=False, on_epoch=True, batch_size=10)
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self):
+        self.train_f1.reset()
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory):
+    """MLflow (file store): ModelCheckpoint and EarlyStopping on `train_f1` at train epoch end, a ModelCheckpoint
+    every 2 training steps on `val_f1` (reads a previous validation's value)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("train-decisions")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{root}/mlruns"
+    seeded(0)
+    module = TrainDecided()
+    callbacks = [
+        ModelCheckpoint(dirpath=root / "best", monitor="train_f1", mode="max", filename="{epoch}"),
+        EarlyStopping(monitor="train_f1", mode="max", patience=5, check_on_train_epoch_end=True),
+        ModelCheckpoint(dirpath=root / "steps", monitor="val_f1", mode="max", every_n_train_steps=2, save_top_k=-1),
+    ]
+    logger = VerifiedLogger(MLFlowLogger(experiment_name="decisions", tracking_uri=uri), on_mismatch="ignore")
+    tr = trainer(logger, root, max_epochs=3, callbacks=callbacks, enable_checkpointing=True)
+    train, val = loaders()
+    tr.fit(module, train, val)
+    report = lmlogger.audit(os.path.dirname(os.path.dirname(logger.sidecar_path)))
+    tags = MlflowClient(uri).get_run(logger.run_id).data.tags
+    patch.undo()
+    return {"module": module, "callbacks": callbacks, "report": report, "tags": tags}
+
+
+def test_training_key_read_before_its_window_closed_is_paired_with_its_epoch(train_run):
+    """ModelCheckpoint reads `train_f1` in on_train_epoch_end, before lmlogger closes the training window: the read
+    still gets that epoch's reference (the truth from the recorded predictions)."""
+    module = train_run["module"]
+    truth = {e: module.rec.true(f1, ("train", e, 0)) for e in range(3)}
+    d = next(x for x in train_run["report"].runs[0].to_dict()["decisions"] if x["callback"] == "ModelCheckpoint")
+    assert d["reads"] == 3 and "unverified_reads" not in d and d["mismatched_epochs"] == [1, 2]
+    assert d["by_logged"]["epoch"] == epoch_of(train_run["callbacks"][0].best_model_path)
+    assert d["by_reference"]["epoch"] == max(truth, key=truth.get)
+    assert d["by_reference"]["value"] == pytest.approx(max(truth.values()), abs=1e-6)
+    assert d["agree"] == (d["by_logged"]["epoch"] == d["by_reference"]["epoch"])
+    es = next(x for x in train_run["report"].runs[0].to_dict()["decisions"] if x["callback"] == "EarlyStopping")
+    assert es["reads"] == 3 and es["by_logged"] is None and es["agree"] is True
+
+
+def test_every_n_train_steps_reads_the_last_validation_value(train_run):
+    """Reads at the last training batch of epochs 1 and 2 see the previous validation's `val_f1`: each is paired
+    with the validation epoch it came from (epoch 1's value is the mismatched one, marked on epoch 1)."""
+    steps = train_run["callbacks"][2]
+    d = next(x for x in train_run["report"].runs[0].to_dict()["decisions"] if x["callback"] == "ModelCheckpoint-2")
+    assert d["reads"] == len(steps.best_k_models) == 2
+    assert d["by_logged"]["epoch"] == epoch_of(steps.best_model_path)
+    val = {e.epoch: e for e in train_run["report"].by_key()["val_f1"].epochs}
+    assert d["by_logged"]["value"] == pytest.approx(val[1].logged)
+    assert [e for e, v in val.items() if "decision-on-mismatch" in v.findings] == [1]
+
+
+def test_mlflow_tags_say_agree_or_disagree(train_run):
+    tags, decisions = train_run["tags"], train_run["report"].runs[0].decisions
+    for d in decisions:
+        assert tags[f"lmlogger.decision.{d.callback}"] == {True: "agree", False: "disagree", None: "unverified"}[d.agree]
+        assert tags[f"lmlogger.decision.{d.callback}.detail"] == d.message
+    assert tags["lmlogger.decision.EarlyStopping"] == "agree"
