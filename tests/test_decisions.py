@@ -482,6 +482,21 @@ def test_every_n_train_steps_reads_the_last_validation_value(train_run):
 def test_mlflow_tags_say_agree_or_disagree(train_run):
     tags, decisions = train_run["tags"], train_run["report"].runs[0].decisions
     for d in decisions:
-        assert tags[f"lmlogger.decision.{d.callback}"] == {True: "agree", False: "disagree", None: "unverified"}[d.agree]
+        assert (
+            tags[f"lmlogger.decision.{d.callback}"] == {True: "agree", False: "disagree", None: "unverified"}[d.agree]
+        )
         assert tags[f"lmlogger.decision.{d.callback}.detail"] == d.message
     assert tags["lmlogger.decision.EarlyStopping"] == "agree"
+
+
+def test_the_replay_on_logged_values_is_what_each_callback_did(run):
+    """For every callback, the replay on the values it read equals what it was seen to do (kept checkpoint,
+    stop epoch, LR drops): the replays follow Lightning's and torch's own rules."""
+    for d in run["report"].runs[0].to_dict()["decisions"]:
+        observed = d["observed"]
+        if d["kind"] == "lr_scheduler":
+            assert [p["epoch"] for p in d["by_logged"]["drops"]] == observed["drops"], d
+        elif d["by_logged"] is None:
+            assert observed["epoch"] is None, d
+        else:
+            assert (d["by_logged"]["epoch"], d["by_logged"]["step"]) == (observed["epoch"], observed["step"]), d
