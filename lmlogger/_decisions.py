@@ -111,12 +111,16 @@ class DecisionTracker:
         self.patched: list[tuple[Any, str]] = []
         self.latest: dict[str, VerificationRecord] = {}
         self.saving: _Watched | None = None
+        self.resumed_at: tuple[Any, Any] = (None, None)
         self.finished = False
         self._labels: dict[str, int] = {}
+        self.seeds: dict[str, dict[str, Any]] = {}  # label -> replay state, from the checkpoint a run resumes
+        self.unwritten: list[DecisionRecord] = []  # seed records, written with the first records of the run
 
     # -- setup / teardown -----------------------------------------------------------------------
     def start(self) -> None:
         trainer = self.session.trainer
+        self._read_seeds(trainer)
         for callback in list(trainer.callbacks):
             if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
                 watched = self._watch(
@@ -152,12 +156,45 @@ class DecisionTracker:
         if loop is not None and hasattr(loop, "_update_learning_rates"):
             self._patch(loop, "_update_learning_rates", self._scheduler_wrapper(loop))
 
+    def _read_seeds(self, trainer: Any) -> None:
+        """A run resumed from a checkpoint saved during a verified run goes on from its decisions so far.
+
+        Lightning holds the loaded checkpoint until the run starts (``_CheckpointConnector._loaded_checkpoint``,
+        cleared by ``resume_end`` after ``log_graph``, where the session starts)."""
+        loaded = getattr(getattr(trainer, "_checkpoint_connector", None), "_loaded_checkpoint", None)
+        entry = loaded.get(CHECKPOINT_KEY) if isinstance(loaded, dict) else None
+        if not isinstance(entry, dict):
+            return
+        self.resumed_at = (entry.get("epoch"), entry.get("global_step"))
+        for state in entry.get("replays") or []:
+            if isinstance(state, dict) and isinstance(state.get("callback"), str):
+                self.seeds[state["callback"]] = state
+
     def _watch(self, target: Any, kind: str, monitor: str, config: dict[str, Any]) -> _Watched:
         name = type(target).__name__
         n = self._labels[name] = self._labels.get(name, 0) + 1
         label = name if n == 1 else f"{name}-{n}"
         config = {k: _plain(v) for k, v in config.items()}
         watched = _Watched(label, kind, monitor, config, target, DecisionReplay(label, kind, monitor, None, config))
+        seed = self.seeds.pop(label, None)
+        if seed is not None and (seed.get("kind"), seed.get("monitor")) == (kind, monitor):
+            watched.replay.load(seed)
+            epoch, step = self.resumed_at
+            self.unwritten.append(
+                DecisionRecord(
+                    callback=label,
+                    kind=kind,
+                    monitor=monitor,
+                    key=watched.replay.key,
+                    config=dict(config),
+                    epoch=int(epoch or 0),
+                    step=step,
+                    logged=None,
+                    reference=None,
+                    verdict=watched.replay.verdict or "unverified",
+                    state=watched.replay.state(),
+                )
+            )
         self.watched.append(watched)
         self.by_target[id(target)] = watched
         return watched
@@ -379,6 +416,8 @@ class DecisionTracker:
                         )
                     break
             self._drain(watched)
+        if self.unwritten:
+            self._emit([])
 
     def finish(self) -> None:
         """The run ended: reads still waiting are unverified; one warning per callback that would decide otherwise."""
@@ -406,7 +445,9 @@ class DecisionTracker:
         return [w.replay.decision() for w in self.watched if w.replay.reads]
 
     def _emit(self, records: list[DecisionRecord]) -> None:
-        if rank_zero_only.rank != 0:
+        if self.unwritten:
+            records, self.unwritten = [*self.unwritten, *records], []
+        if rank_zero_only.rank != 0 or not records:
             return
         decisions = self.decisions()
         for logger in self.session.loggers:
@@ -463,6 +504,7 @@ class DecisionTracker:
             "monitor_verdict": verdict,
             "keys": keys,
             "decisions": [d.to_dict() for d in decisions],
+            "replays": [{**w.replay.state(), "config": dict(w.config)} for w in self.watched],
             "pending": pending,
             "sidecar": next((lg.sidecar_path for lg in self.session.loggers if lg.sidecar_path), None),
         }

@@ -149,6 +149,7 @@ class DecisionRecord:
     ``lr_scheduler``; ``config`` holds the callback's settings (plain values); ``logged`` is the value the
     callback read, ``reference`` and ``verdict`` those of the verified epoch value it read; ``observed`` is
     what the callback was seen to do with it (``kept``/``best_epoch``, ``stop``, ``lr_before``/``lr_after``).
+    A record with ``state`` carries no read: it seeds the replays of a run resumed from a checkpoint.
     """
 
     callback: str
@@ -163,6 +164,8 @@ class DecisionRecord:
     verdict: str
     observed: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    #: Set on the first record of a run resumed from a checkpoint: the replays' state at the save (no read).
+    state: dict[str, Any] | None = None
     type: str = "decision"
 
 

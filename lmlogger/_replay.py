@@ -63,6 +63,26 @@ def _json(value: float | None) -> float | str | None:
     return value
 
 
+def _parse(value: Any) -> float:
+    """The inverse of :func:`_json` (numbers from a sidecar or a checkpoint)."""
+    if isinstance(value, str):
+        return float(value)  # "nan", "inf", "-inf"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _point_state(p: Point | None) -> list[Any] | None:
+    return None if p is None else [p.epoch, p.step, _json(p.value)]
+
+
+def _point_load(data: Any) -> Point | None:
+    if data is None:
+        return None
+    epoch, step, value = data
+    return Point(int(epoch), None if step is None else int(step), _parse(value))
+
+
 def _better(a: float, b: float, mode: str) -> bool:
     """``a`` is strictly better than ``b`` (torch.gt / torch.lt: NaN compares False)."""
     return a > b if mode == "max" else a < b
@@ -104,6 +124,19 @@ class CheckpointReplay:
         pick = min if self.mode == "min" else max
         self.best = pick(self.top, key=lambda i: self.top[i].value)
         return True
+
+    def state(self) -> dict[str, Any]:
+        """The replay's state as plain values (to resume it: :meth:`load`)."""
+        return {
+            "top": [[n, *_point_state(p)] for n, p in self.top.items()],
+            "kth": self.kth,
+            "best": self.best,
+            "n": self.n,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.top = {int(n): _point_load(rest) for n, *rest in state["top"]}
+        self.kth, self.best, self.n = state["kth"], state["best"], int(state["n"])
 
     def outcome(self) -> Point | None:
         """The best checkpoint kept (``best_model_path``'s read)."""
@@ -160,6 +193,14 @@ class EarlyStoppingReplay:
         if self.stopping_threshold is not None and _better(current, float(self.stopping_threshold), self.mode):
             return True
         return self.divergence_threshold is not None and _better(-current, -float(self.divergence_threshold), self.mode)
+
+    def state(self) -> dict[str, Any]:
+        """The replay's state as plain values (to resume it: :meth:`load`)."""
+        return {"best": _json(self.best), "wait": self.wait, "stopped": _point_state(self.stopped)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = _parse(state["best"]), int(state["wait"])
+        self.stopped = _point_load(state["stopped"])
 
     def outcome(self) -> Point | None:
         """The read at which it stopped (``None``: it would not have stopped on these reads)."""
@@ -224,6 +265,22 @@ class PlateauReplay:
         if dropped:
             self.drops.append(point)
         return dropped
+
+    def state(self) -> dict[str, Any]:
+        """The replay's state as plain values (to resume it: :meth:`load`)."""
+        return {
+            "best": _json(self.best),
+            "bad": self.bad,
+            "cooldown_counter": self.cooldown_counter,
+            "lrs": [_json(x) for x in self.lrs],
+            "drops": [_point_state(p) for p in self.drops],
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = _parse(state["best"]), int(state["bad"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self.lrs = [_parse(x) for x in state["lrs"]]
+        self.drops = [_point_load(p) for p in state["drops"]]
 
     def outcome(self) -> list[Point]:
         """The reads after which the learning rate dropped."""
@@ -390,6 +447,33 @@ class DecisionReplay:
                 drops.append(epoch)
         self.observed = seen
 
+    def state(self) -> dict[str, Any]:
+        """Everything needed to go on after a resumed run (plain values: a checkpoint and a sidecar hold it)."""
+        return {
+            "callback": self.callback,
+            "kind": self.kind,
+            "monitor": self.monitor,
+            "key": self.key,
+            "logged": self.logged.state(),
+            "reference": self.reference.state(),
+            "reads": self.reads,
+            "verdict": self.verdict,
+            "mismatched": list(self.mismatched),
+            "unverified": self.unverified,
+            "observed": self.observed,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Go on from :meth:`state` (a run resumed from a checkpoint)."""
+        self.logged.load(state["logged"])
+        self.reference.load(state["reference"])
+        self.reads, self.verdict = int(state["reads"]), state["verdict"]
+        self.mismatched = [int(e) for e in state["mismatched"]]
+        self.unverified = int(state["unverified"])
+        self.key = self.key or state.get("key")
+        observed = state.get("observed")
+        self.observed = dict(observed) if isinstance(observed, dict) else None
+
     def decision(self) -> Decision:
         """The decision so far."""
         by_logged, by_reference = self.logged.outcome(), self.reference.outcome()
@@ -489,6 +573,9 @@ def replay_records(records: list[Any]) -> list[Decision]:
             replay = replays[record.callback] = DecisionReplay(
                 record.callback, record.kind, record.monitor, record.key, dict(record.config)
             )
+        if record.state:  # a run resumed from a checkpoint: the decisions so far
+            replay.load(record.state)
+            continue
         if record.logged is None:
             continue
         replay.feed(record.epoch, record.step, record.logged, record.reference, record.verdict)

@@ -289,23 +289,40 @@ def test_checkpoint_loads_without_lmlogger_and_holds_only_plain_types(run):
 
 
 @pytest.mark.parametrize("verified", [False, True])
-def test_resuming_from_a_verified_checkpoint(run, tmp_path, verified):
-    """Resuming works with a plain logger and with VerifiedLogger; the resumed run's checkpoints carry the entry."""
+def test_resuming_from_a_verified_checkpoint(tmp_path, verified):
+    """A run stopped after 2 epochs is resumed from its last.ckpt to 4 epochs, with a plain logger or with
+    VerifiedLogger. Verified, the resumed run goes on from the decisions in the checkpoint: the audit of the
+    second run knows the kept checkpoint (epoch 1, restored by Lightning) and the true best (epoch 2)."""
     from lightning.pytorch.loggers import CSVLogger
 
-    seeded(0)
-    logger = CSVLogger(str(tmp_path))
+    def fit(logger, epochs, ckpt_path=None):
+        seeded(0)
+        ckpt = ModelCheckpoint(
+            dirpath=tmp_path / "ckpt", monitor="val_f1", mode="max", save_last=True, filename="{epoch}-{step}"
+        )
+        train, val = loaders()
+        tr = trainer(logger, tmp_path, max_epochs=epochs, callbacks=[ckpt])
+        module = Decided(scheduler=False)
+        tr.fit(module, train, val, ckpt_path=ckpt_path)
+        return tr, ckpt, module
+
+    fit(VerifiedLogger(CSVLogger(str(tmp_path), name="first"), on_mismatch="ignore"), 2)
+    assert "lmlogger" in torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    logger = CSVLogger(str(tmp_path), name="second")
     if verified:
         logger = VerifiedLogger(logger, on_mismatch="ignore")
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_f1_obj", mode="max", filename="{epoch}")
-    train, val = loaders()
-    tr = trainer(logger, tmp_path, max_epochs=4, callbacks=[ckpt])
-    tr.fit(Decided(scheduler=False), train, val, ckpt_path=run["callbacks"][0].best_model_path)
+    tr, ckpt, module = fit(logger, 4, str(tmp_path / "ckpt" / "last.ckpt"))
     assert tr.current_epoch == 4
-    saved = torch.load(ckpt.best_model_path, weights_only=False)
+    saved = torch.load(ckpt.last_model_path, weights_only=False)
     assert ("lmlogger" in saved) is verified
     if verified:
-        assert saved["lmlogger"]["keys"]["val_f1_obj"]["verdict"] == "match"
+        d = lmlogger.audit(logger.log_dir).runs[0].to_dict()["decisions"][0]
+        assert d["reads"] == 4  # 2 before the resume (from the checkpoint), 2 after
+        assert d["by_logged"]["epoch"] == epoch_of(ckpt.best_model_path) == 1
+        assert d["by_reference"]["epoch"] == 2 and d["agree"] is False
+        truth = true_f1(module)
+        assert d["by_reference"]["value"] == pytest.approx(truth[2], abs=1e-6)
+        assert saved["lmlogger"]["decisions"][0]["by_reference"]["epoch"] == 2
 
 
 @dataclass

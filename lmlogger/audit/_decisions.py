@@ -30,6 +30,9 @@ def apply_decisions(report: RunReport, records: list[Any]) -> None:
     keys = {k.key: k for k in report.keys}
     judged = []
     for read in reads:
+        if read.state:  # seeds a resumed run's replays: no read of its own
+            judged.append(read)
+            continue
         key = keys.get(read.key) if read.key is not None else None
         epoch = None
         if key is not None:
