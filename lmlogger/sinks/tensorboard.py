@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmlogger._records import ProvenanceRecord, VerificationRecord
-from lmlogger.sinks.generic import GenericSink
+from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
 DECISIONS_TAG = "lmlogger/decisions"
@@ -25,6 +25,7 @@ class TensorBoardSink(GenericSink):
         self.provenance: dict[str, ProvenanceRecord] = {}
         self.latest: dict[str, VerificationRecord] = {}
         self.charted: set[str] = set()
+        self.stored = metric_prefix_of(self.logger)  # TensorBoardLogger(prefix=...) renames the tags
 
     def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None:
         super().write(provenance, records)
@@ -42,7 +43,10 @@ class TensorBoardSink(GenericSink):
             self.charted |= keys
             layout = {
                 LAYOUT_CATEGORY: {
-                    key: ["Multiline", [f"^{_escape(key)}$", f"^{_escape(self.prefix + key)}$"]]
+                    key: [
+                        "Multiline",
+                        [f"^{_escape(self.stored + key)}$", f"^{_escape(self.stored + self.prefix + key)}$"],
+                    ]
                     for key in sorted(self.charted)
                 }
             }
