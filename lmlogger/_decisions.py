@@ -97,6 +97,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _settings(config: Any) -> Any:
+    """A callback's settings as compared on resume: the learning rates a scheduler starts from change by design."""
+    return {k: v for k, v in config.items() if k != "lrs"} if isinstance(config, dict) else None
+
+
 def _lrs(scheduler: Any) -> list[float]:
     return [float(group["lr"]) for group in scheduler.optimizer.param_groups]
 
@@ -177,8 +182,14 @@ class DecisionTracker:
         config = {k: _plain(v) for k, v in config.items()}
         watched = _Watched(label, kind, monitor, config, target, DecisionReplay(label, kind, monitor, None, config))
         seed = self.seeds.pop(label, None)
-        if seed is not None and (seed.get("kind"), seed.get("monitor")) == (kind, monitor):
-            watched.replay.load(seed)
+        same = seed is not None and (seed.get("kind"), seed.get("monitor"), _settings(seed.get("config"))) == (
+            kind,
+            monitor,
+            _settings(config),
+        )
+        if same and self._guard("resuming the decisions of the checkpoint", watched.replay.load, seed) is False:
+            watched.replay = DecisionReplay(label, kind, monitor, None, config)  # a corrupt entry: start afresh
+        elif same:
             epoch, step = self.resumed_at
             self.unwritten.append(
                 DecisionRecord(
@@ -219,11 +230,12 @@ class DecisionTracker:
 
     # -- the wrappers: the callback's own method runs once, unchanged; lmlogger's part never raises --------
     def _guard(self, where: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; lmlogger's own failure becomes one warning (and ``False``), never an exception."""
         try:
             return fn(*args)
         except Exception as err:
             self.session._internal_error(where, err)
-            return None
+            return False
 
     def _checkpoint_wrapper(self, watched: _Watched) -> Any:
         def wrapper(original: Any) -> Any:
@@ -239,7 +251,7 @@ class DecisionTracker:
                     original(trainer, monitor_candidates)
                 finally:
                     self.saving = None
-                    if read is not None:
+                    if isinstance(read, _Read):
                         self._guard("recording a checkpoint decision", self._after_checkpoint, watched, read, score)
 
             return _save_topk_checkpoint
@@ -266,7 +278,7 @@ class DecisionTracker:
                 trainer = self.session.trainer
                 read = self._guard("recording an early-stopping decision", self._read, watched, trainer, current)
                 result = original(current)
-                if read is not None:
+                if isinstance(read, _Read):
                     read.observed = {"stop": bool(result[0]) if isinstance(result, tuple) else None}
                     self._guard("recording an early-stopping decision", self._done, watched, read)
                 return result
@@ -280,7 +292,7 @@ class DecisionTracker:
             def _update_learning_rates(*args: Any, **kwargs: Any) -> None:
                 before = self._guard("recording a scheduler decision", self._schedulers_before)
                 original(*args, **kwargs)
-                if before:
+                if isinstance(before, list) and before:
                     self._guard("recording a scheduler decision", self._schedulers_after, before)
 
             return _update_learning_rates

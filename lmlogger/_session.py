@@ -132,7 +132,10 @@ class Session:
     def start(self, late: bool = False) -> None:
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
-        self.decisions.start()
+        try:
+            self.decisions.start()
+        except Exception as err:
+            self._internal_error("finding the callbacks that act on logged values", err)
         if late:
             self._join_running_window()
 

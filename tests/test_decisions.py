@@ -517,3 +517,25 @@ def test_the_replay_on_logged_values_is_what_each_callback_did(run):
             assert observed["epoch"] is None, d
         else:
             assert (d["by_logged"]["epoch"], d["by_logged"]["step"]) == (observed["epoch"], observed["step"]), d
+
+
+def test_a_failure_in_lmlogger_decisions_never_breaks_training(tmp_path, monkeypatch):
+    """Fault injected into the replay: training and checkpointing go on exactly as without lmlogger, one warning
+    names the failure, and the checkpoints are those Lightning keeps."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lmlogger import _replay
+
+    def broken(self, *args):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(_replay.DecisionReplay, "feed", broken)
+    seeded(0)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_f1", mode="max", filename="{epoch}")
+    train, val = loaders()
+    tr = trainer(
+        VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore"), tmp_path, max_epochs=3, callbacks=[ckpt]
+    )
+    with pytest.warns(UserWarning, match="lmlogger: internal error while recording a checkpoint decision"):
+        tr.fit(Decided(scheduler=False), train, val)
+    assert tr.current_epoch == 3 and epoch_of(ckpt.best_model_path) == 1
