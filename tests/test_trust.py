@@ -549,3 +549,82 @@ def test_every_printed_fix_works_when_applied(tmp_path):
         name: "match" for name, k in after.items() if k.epochs
     }, source
     assert not any(k.findings for k in after.values()), {n: k.findings for n, k in after.items()}
+
+
+class Holder(torch.nn.Module):
+    """A model that keeps a metric inside it: calling it is not a metric's forward()."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(N_FEATURES, 1)
+        self.seen = BinaryAccuracy()
+
+    def forward(self, x):
+        return self.layer(x).squeeze(-1)
+
+
+class EvalPatterns(LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = Holder()
+        self.rec = Recorder()
+        self.val_f1 = BinaryF1Score()
+        self.val_end = BinaryF1Score()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+        self.log("loss", loss * 1.0, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        p = self.net(x).sigmoid()
+        self.rec.add(("sanity" if self.trainer.sanity_checking else "val", self.current_epoch, 0), p, y)
+        self.val_f1.update(p, y)
+        self.log("val_f1", self.val_f1)  # computed when the dataloader ends: a reset later is harmless
+        self.val_end.update(p, y)
+        total = torch.zeros(())
+        self.log("val_total", total)
+        total += 1.0
+
+    def on_validation_epoch_end(self):
+        self.val_f1.reset()
+        self.log("val_end", self.val_end)
+        self.val_end.reset()  # before Lightning computes the object logged in this hook
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net(x), y.float())
+        ema = loss.clone()
+        self.log("test_ema", ema)
+        ema.mul_(0.5).add_(1.0)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.3)
+
+
+def test_evaluation_hooks_resets_and_inference_tensors(tmp_path):
+    """A reset in on_validation_epoch_end is harmless for an object logged in validation_step (match), and
+    `reset-before-log` for one logged in that hook; a loss through a model holding a metric is not derived;
+    in-place changes after self.log in validate()/test() do not move the reference."""
+    seeded(0)
+    model = EvalPatterns()
+    logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")
+    t = trainer(logger, tmp_path, max_epochs=1, num_sanity_val_steps=0)
+    t.fit(model, loader(), loader(40, seed=1))
+    t.validate(model, loader(40, seed=1))
+    t.test(model, loader(30, seed=2))
+    keys = lmlogger.audit(logger.log_dir).by_key()
+    assert keys["loss"].verdict == "match" and keys["loss"].findings == []
+    assert keys["val_f1"].verdict == "match" and keys["val_f1"].findings == []
+    for e in keys["val_f1"].epochs:
+        assert e.reference == pytest.approx(model.rec.true(f1, ("val", 0, 0)), rel=1e-5)
+    end = keys["val_end"]
+    assert end.verdict == "mismatch" and end.findings == ["reset-before-log"]
+    assert "remove the `self.val_end.reset()` in `on_validation_epoch_end`" in end.fix
+    assert all(e.logged == 0.0 for e in end.epochs)
+    assert keys["val_total"].verdict == "match"
+    assert {e.logged for e in keys["val_total"].epochs} == {0.0}
+    assert keys["test_ema"].verdict == "match"
