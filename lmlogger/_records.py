@@ -295,6 +295,21 @@ _FIELDS: dict[str, dict[str, str]] = {
         "duplicates": "int",
     },
     "close": {"stage": "str", "status": "str", "closed": "str"},
+    "decision": {
+        "callback": "str",
+        "kind": "str",
+        "monitor": "str",
+        "key": "str?",
+        "config": "dict",
+        "epoch": "int",
+        "step": "int?",
+        "logged": "number?",
+        "reference": "number?",
+        "verdict": "str",
+        "observed": "dict",
+        "reason": "str?",
+        "state": "dict?",
+    },
 }
 
 

@@ -239,8 +239,8 @@ def test_audit_table_and_markdown_have_a_decisions_section(run):
     )
     markdown = to_markdown(run["report"])
     assert "### Decisions:" in markdown
-    assert "| ModelCheckpoint | val_f1 | mismatch | **disagree** |" in markdown
-    assert "| ModelCheckpoint-4 | val_f1_obj | match | agree |" in markdown
+    assert "| `ModelCheckpoint` | `val_f1` | mismatch | **disagree** |" in markdown
+    assert "| `ModelCheckpoint-4` | `val_f1_obj` | match | agree |" in markdown
 
 
 # -- checkpoints carry their verification ----------------------------------------------------------------
@@ -351,10 +351,9 @@ def cli(capsys):
 
 def audit_formats():
     """Every --format the CLI offers (html once the HTML report is there)."""
-    from lmlogger.cli import _parser
+    from lmlogger.cli import _FORMATS
 
-    audit = _parser()._subparsers._group_actions[0].choices["audit"]
-    return next(a.choices for a in audit._actions if a.dest == "format")
+    return _FORMATS
 
 
 @pytest.mark.parametrize("fmt", audit_formats())
