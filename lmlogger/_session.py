@@ -36,6 +36,7 @@ from lmlogger._ledger import (
     TensorLedger,
     accumulation_allowance,
     reduce_states,
+    remembers_results,
     stateful_children,
 )
 from lmlogger._provenance import (
@@ -87,6 +88,7 @@ class Session:
         self.samples = SampleAccountant(self)  # issue 14: samples behind each epoch value (_samples.py)
         self.owner: Owner | None = None
         self.dl: int | None = None  # the evaluation dataloader running now
+        self.wrappers: list[tuple[str, Any]] = []  # metrics whose last results lmlogger remembers
         self._tap_all(adopt=False)
         self.outer: Owner | None = None  # the training epoch a validation run interrupts
         self.eval_owner: Owner | None = None  # the validation/test window in progress
@@ -124,6 +126,7 @@ class Session:
         for attribute, metric in self.metrics:
             if id(metric) not in inner:
                 self._tap(metric, attribute, adopt)
+        self.wrappers = [(a, m) for a, m in self.metrics if remembers_results(m)]
 
     def _metric_roots(self) -> set[str]:
         """Attributes of the module that are metrics or containers of metrics only (``self.f1``,
@@ -150,26 +153,19 @@ class Session:
             self.metrics = metrics
             self._tap_all(adopt=True)
 
-    def start(self, late: bool = False) -> None:
+    def _bind(self, metric: Any, on_epoch: bool) -> None:
+        """A key uses ``metric``: its folded state is kept only if some epoch value may need it (its
+        sub-metrics' too, which wrapper and composite metrics compute from)."""
+        for sub in metric.modules():
+            tap = self.taps.get(id(sub))
+            if tap is not None and (sub is metric or on_epoch):
+                tap.bind(on_epoch)
+
+    def start(self) -> None:
+        """Called at the start of a run on every rank, before the module's ``setup`` hook (metrics made
+        there are found at the first ``self.log``, see :meth:`_refresh_metrics`)."""
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
-        if late:
-            self._join_running_window()
-
-    def _join_running_window(self) -> None:
-        """When attached late (first ``self.log`` of a run), open the window that is already running."""
-        trainer = self.trainer
-        if trainer.sanity_checking or trainer.validating:
-            self.callback._eval_start(trainer, "val")
-        elif trainer.testing:
-            self.callback._eval_start(trainer, "test")
-        elif trainer.training:
-            self.open_train = ("train", trainer.current_epoch)
-            self.begin(self.open_train)
-        # The run started without us: what the metrics hold now is taken to belong to the running window.
-        if self.owner is not None:
-            for tap in self.taps.values():
-                tap.adopt(self.owner)
 
     def detach(self) -> None:
         _intercept.unregister(self.trainer)
@@ -217,7 +213,7 @@ class Session:
             return
         tracker.active = True
 
-        classified = classify(value, self.metrics, self.claimed)
+        classified = classify(value, self.metrics, self.claimed, self.wrappers)
         plain = isinstance(classified, PendingNumber) or classified.kind == TENSOR
         if isinstance(classified, PendingNumber) or (tracker.evidence is not None and classified.kind == TENSOR):
             if tracker.evidence is None:
@@ -238,6 +234,7 @@ class Session:
                     if not classified.by_value:
                         self.claimed.add(id(classified.metric))
                     tap = self._tap(classified.metric, classified.attribute)
+                    self._bind(classified.metric, tracker.on_epoch)
                     tracker.attribute = tracker.attribute or tap.attribute
         if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
@@ -377,6 +374,8 @@ class Session:
                 tracker.evidence = None
                 tracker.kind, tracker.metric = resolved.kind, resolved.metric
                 tracker.attribute, tracker.index = resolved.attribute, resolved.index
+                if resolved.metric is not None:
+                    self._bind(resolved.metric, tracker.on_epoch)
         # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
         # Local states are built defensively so that every rank always reaches the collective.
         metric_taps: dict[str, MetricTap] = {}
