@@ -260,6 +260,9 @@ _FIELDS: dict[str, dict[str, str]] = {
         "reason": "str?",
         "fix": "str?",
         "rtol_floor": "number",
+        "samples": "int?",
+        "dataset_size": "int?",
+        "duplicates": "int",
     },
     "close": {"stage": "str", "status": "str", "closed": "str"},
 }
