@@ -60,6 +60,9 @@ from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
 from lmlogger._versions import versions
 from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
+#: ``lmlogger.decision.<callback>`` = agree / disagree / unverified; ``<tag>.detail`` holds the sentence.
+DECISION_TAG = "lmlogger.decision.{}"
+
 
 def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
     if len(value) <= limit:
@@ -111,6 +114,7 @@ class MLflowSink(GenericSink):
         self.failed: set[str] = set()  # kinds of lmlogger's own MLflow calls that failed: skipped until the end
         self.unreachable = False  # the server did not answer: every call skipped until the end
         self.warned = False  # one warning per run for all of them
+        self.decisions: list[Any] = []
 
     # -- where the sidecar lives --------------------------------------------------------------------
     def _run_dir(self, trainer: Any) -> str:
@@ -151,6 +155,11 @@ class MLflowSink(GenericSink):
     def close(self, status: str) -> None:
         super().close(status)
         self._publish([], final=True)
+
+    def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
+        super().write_decisions(records, decisions)
+        self.decisions = list(decisions)
+        self._publish([], final=False)
 
     # -- lmlogger's own MLflow calls ------------------------------------------------------------
     def _publish(self, records: list[VerificationRecord], final: bool) -> None:
@@ -251,6 +260,10 @@ class MLflowSink(GenericSink):
             if mismatched:
                 summary += "; mismatch: " + ", ".join(mismatched)
             tags[SUMMARY_TAG] = _clip(summary, 1000)
+        for d in self.decisions:
+            name = fit_name(_LIGHTNING_REMOVES.sub("", d.callback), _TAG_ROOM, d.callback)
+            tags[DECISION_TAG.format(name)] = {True: "agree", False: "disagree", None: "unverified"}[d.agree]
+            tags[DECISION_TAG.format(name) + ".detail"] = _clip(d.message)
         for key in sorted(set(self.provenance) | set(self.latest)):
             base = self._names_of(key).tag_base
             prov = self.provenance.get(key)
