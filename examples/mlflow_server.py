@@ -29,7 +29,6 @@ from quickstart import Classifier, data
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger.audit._render import print_table
 
 
 def free_port() -> int:
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nMLflow run {run_id} at {uri}")
         print(f"  audit again with:  lmlogger audit runs:/{run_id} --tracking-uri {uri}\n")
         report = lmlogger.audit(f"runs:/{run_id}", tracking_uri=uri)
-        print_table(report)
+        print(report)
     return 0
 
 

@@ -26,7 +26,6 @@ from torchmetrics.classification import BinaryF1Score
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger.audit._render import to_table
 
 
 class Classifier(LightningModule):
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  audit again with:  lmlogger audit {run_dir}")
     print(f"  browse it with:    tensorboard --logdir {os.path.dirname(run_dir)}\n")
     report = lmlogger.audit(run_dir)
-    print(to_table(report, colour=sys.stdout.isatty()))
+    print(report)
     return 0
 
 

@@ -215,7 +215,7 @@ class VerifiedLogger(Logger):
 
         if self.sidecar_path is None:
             raise RuntimeError("This VerifiedLogger has not run yet: call it after trainer.fit/validate/test.")
-        return audit(self._lml_sink.run_dir, rtol=self.options.rtol, atol=self.options.atol)
+        return audit(self._lml_sink.path, rtol=self.options.rtol, atol=self.options.atol)
 
     def _lml_hold(self) -> None:
         if not self._lml_held:

@@ -10,37 +10,14 @@ from typing import Any, NamedTuple
 from torch import Tensor
 from torchmetrics import Metric
 
-METRIC_OBJECT = "metric_object"
-METRIC_COMPUTE = "metric_compute"
-METRIC_FORWARD = "metric_forward"
-TENSOR = "tensor"
-
-_STEP_HOOKS = frozenset(
-    {
-        "on_before_backward",
-        "on_after_backward",
-        "on_before_optimizer_step",
-        "on_before_zero_grad",
-        "optimizer_step",
-        "optimizer_zero_grad",
-        "lr_scheduler_step",
-    }
+from lmlogger._records import (  # noqa: F401  (pure names live in the record layer; importable from here too)
+    METRIC_COMPUTE,
+    METRIC_FORWARD,
+    METRIC_OBJECT,
+    TENSOR,
+    is_step_hook,
+    phase_of,
 )
-
-
-def is_step_hook(hook: str) -> bool:
-    """Whether ``hook`` runs once per batch (``training_step``, ``on_train_batch_end``, ...)."""
-    base = hook.split(".", 1)[0]
-    return base.endswith("_step") or "_batch_" in base or base in _STEP_HOOKS
-
-
-def phase_of(hook: str) -> str:
-    """``train``, ``val`` or ``test`` for a Lightning hook name."""
-    if "validation" in hook:
-        return "val"
-    if "test" in hook:
-        return "test"
-    return "train"
 
 
 class Classified(NamedTuple):

@@ -52,6 +52,7 @@ from lmlogger._provenance import (
     reduce_name,
 )
 from lmlogger._records import VerificationRecord
+from lmlogger._samples import EXCHANGE_KEY, Accounts, SampleAccountant
 from lmlogger._tracker import KeyTracker
 from lmlogger._verify import Facts, judge
 from lmlogger._windows import WindowCallback
@@ -84,6 +85,7 @@ class Session:
         self.trackers: dict[str, KeyTracker | None] = {}
         self.metrics = module_metrics(module)
         self.taps: dict[int, MetricTap] = {}
+        self.samples = SampleAccountant(self)  # issue 14: samples behind each epoch value (_samples.py)
         self.owner: Owner | None = None
         self.dl: int | None = None  # the evaluation dataloader running now
         self.wrappers: list[tuple[str, Any]] = []  # metrics whose last results lmlogger remembers
@@ -108,6 +110,7 @@ class Session:
                 metric, attribute or type(metric).__name__, hook_of=lambda: module._current_fx_name
             )
             tap.install()
+            self.samples.watch(metric, tap)
             if adopt and self.owner is not None:
                 # first met in the middle of a window (created lazily, or kept where Lightning does not
                 # look): what it holds belongs to that window
@@ -170,6 +173,7 @@ class Session:
             self.trainer.callbacks.remove(self.callback)
         for tap in self.taps.values():
             tap.remove()
+        self.samples.remove()
 
     def _internal_error(self, where: str, err: BaseException) -> None:
         """lmlogger's own failure: one warning per run; training goes on, verdicts become unverified."""
@@ -253,6 +257,7 @@ class Session:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
             tracker.ledger.add(value, int(batch_size))
+            self.samples.logged(storage_key, tracker.reduce, value, int(batch_size))
         if tracker.kind == METRIC_OBJECT and tracker.on_step:
             forward = value._forward_cache
             if forward is None or forward is tracker.last_forward:
@@ -298,6 +303,7 @@ class Session:
 
     # -- windows ------------------------------------------------------------------------------
     def begin(self, owner: Owner) -> None:
+        self.samples.begin(owner)
         self.owner = owner
         self.dl = None
         for tap in self.taps.values():
@@ -313,6 +319,7 @@ class Session:
 
     def end(self, owner: Owner) -> None:
         """Lightning is about to compute the epoch values of ``owner``."""
+        self.samples.end(owner)
         for tap in self.taps.values():
             tap.switch(None)
             tap.mark_end(owner)
@@ -336,6 +343,7 @@ class Session:
                     tracker.active, tracker.ledger, tracker.stale = False, None, False
             for tap in self.taps.values():
                 tap.pop(owner)
+            self.samples.pop(owner)
             return
         try:
             records = self._verify(owner, trackers, capture)
@@ -345,6 +353,7 @@ class Session:
         finally:
             for tap in self.taps.values():
                 tap.pop(owner)
+            self.samples.pop(owner)
             for tracker in trackers:
                 tracker.active, tracker.ledger, tracker.stale = False, None, False
         provenance = []
@@ -383,11 +392,14 @@ class Session:
             for attribute, tap in metric_taps.items():
                 window = tap.window(owner)
                 local_pieces[attribute] = window.pieces if window is not None else []
+                local_pieces[attribute] = self.samples.correct_pieces(owner, tap, local_pieces[attribute])
+            local_tensor[EXCHANGE_KEY] = self.samples.payload(owner, metric_taps)
         except Exception as err:
             self._internal_error("collecting epoch states", err)
             local_tensor, local_pieces = {}, {}
         local_values = dict(capture.values) if capture is not None else {}
         gathered_tensor, gathered_pieces, values = self.exchange.gather(local_tensor, local_pieces, local_values)
+        accounts = Accounts(gathered_tensor.pop(EXCHANGE_KEY, []))
 
         references: dict[tuple[int, int | None], tuple[Any, str | None]] = {}
 
@@ -436,6 +448,12 @@ class Session:
                 dl = tracker.dataloader_idx if tracker.phase in ("val", "test") else None
                 value, reason = reference_of(tracker.metric, dl)
                 reference, reason = (None, reason) if reason is not None else _scalar(value, tracker.index)
+            if tracker.kind == TENSOR:
+                count = accounts.for_tensor(tracker)
+                if count.corrected and reason is None:  # repeats left out, true rows as weights
+                    reference, reason = count.reference, count.reason
+            else:
+                count = accounts.for_metric(tap.attribute if tap is not None else None, tracker.dataloader_idx)
             if self.failed_internally:
                 reference, reason = None, self.failed_internally
             phases = tap.phases_updated - {"sanity"} if tap is not None else set()
@@ -464,6 +482,9 @@ class Session:
                 index=tracker.index,
                 derived_source=derived.source if derived is not None else None,
                 derived_epoch_expression=derived.epoch_expression if derived is not None else None,
+                duplicates=count.duplicates,
+                world_size=world,
+                weights=count.weights,
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
@@ -479,6 +500,9 @@ class Session:
                     reason=reason,
                     fix=fix,
                     rtol_floor=floor,
+                    samples=count.samples,
+                    dataset_size=count.dataset_size,
+                    duplicates=count.duplicates,
                 )
             )
         return records
@@ -546,6 +570,8 @@ def _describe(record: VerificationRecord) -> str:
     )
     if record.findings:
         text += f" ({', '.join(record.findings)})"
+    if record.duplicates:
+        text += f"; {record.duplicates} of its {record.samples or '?'} samples were repeats padding the ranks"
     if record.fix:
         text += f". Fix: {record.fix}"
     return text
