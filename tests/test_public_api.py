@@ -96,14 +96,14 @@ def test_a_users_own_logger_subclass(tmp_path):
     del logger
 
 
-@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])
 def test_options_are_validated(value):
     from lightning.pytorch.loggers import CSVLogger
 
     if value == 0:
         VerifiedLogger(CSVLogger("unused"), rtol=value)  # zero tolerance is allowed
         return
-    with pytest.raises(ValueError, match="tolerances must be >= 0"):
+    with pytest.raises(ValueError, match="expected a finite number >= 0"):
         VerifiedLogger(CSVLogger("unused"), rtol=value)
 
 
