@@ -306,6 +306,8 @@ def _key_report(
                     rank_local="rank-local" in rec_findings,
                     duplicates=record.duplicates,
                     weight_mismatch="weight-mismatch" in rec_findings,
+                    reset_before_log="reset-before-log" in rec_findings,
+                    shared_dataloaders="per dataloader" in (record.fix or ""),
                 )
                 rec_findings = findings_for(facts, rejudged)
                 rec_fix = fix_for(facts, rec_findings) if rejudged == "mismatch" or rec_findings else None
