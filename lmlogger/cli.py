@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit a run dir, a folder of runs, or runs:/<run_id>")
     audit.add_argument("source", help="run dir, folder of runs, or runs:/<run_id> (MLflow)")
     audit.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
-    audit.add_argument("--format", choices=("table", "json", "markdown", "prov"), default="table")
+    audit.add_argument("--format", choices=("table", "json", "markdown", "prov", "html"), default="table")
     audit.add_argument("--plot", metavar="FILE.png", default=None, help="draw logged vs reference per key")
     audit.add_argument("--rtol", type=float, default=None, help="re-judge with this relative tolerance")
     audit.add_argument("--atol", type=float, default=None, help="re-judge with this absolute tolerance")
@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(to_json(report))
         elif args.format == "markdown":
             print(to_markdown(report))
+        elif args.format == "html":
+            from lmlogger.audit._html import to_html
+
+            sys.stdout.write(to_html(report))
         elif args.format == "prov":
             from lmlogger.audit._prov import to_prov_json
 

@@ -13,6 +13,8 @@ from lmlogger._records import Close, Header, ProvenanceRecord, VerificationRecor
 from lmlogger._versions import versions
 
 SIDECAR = os.path.join("lmlogger", "provenance.jsonl")
+#: The audit of the run as one self-contained page, written beside the sidecar when a run ends.
+REPORT = os.path.join("lmlogger", "report.html")
 
 
 class Sink(Protocol):
@@ -53,6 +55,7 @@ class GenericSink:
         self.prefix = vlogger.options.prefix
         self.run_dir = self._run_dir(trainer)
         self.path = os.path.join(self.run_dir, SIDECAR)
+        self.report_path = os.path.join(self.run_dir, REPORT)
         self.stage = "unknown"
         self._key = self.run_key()
 
@@ -106,6 +109,29 @@ class GenericSink:
 
     def close(self, status: str) -> None:
         self._append([Close(stage=self.stage, status=status, closed=_now())])
+        self.write_report()
+
+    def write_report(self) -> bool:
+        """Write ``lmlogger/report.html`` (the audit of this run, ``lmlogger audit --format html``) beside the
+        sidecar. A failure is one warning: the sidecar is the record, the page only a view of it."""
+        try:
+            from lmlogger.audit import audit
+            from lmlogger.audit._html import to_html
+
+            page = to_html(audit(self.path))
+            partial = self.report_path + ".partial"
+            with open(partial, "w", encoding="utf-8") as fh:
+                fh.write(page)
+            os.replace(partial, self.report_path)  # a reader never sees half a page
+            return True
+        except Exception as err:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"lmlogger: could not write the HTML report {self.report_path} ({type(err).__name__}: {err}); "
+                f"the run's records are complete in {self.path} (`lmlogger audit {self.run_dir} --format html`)."
+            )
+            return False
 
     # -- extra metrics ------------------------------------------------------------------------
     def log_references(self, records: list[VerificationRecord]) -> None:

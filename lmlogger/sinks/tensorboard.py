@@ -1,19 +1,44 @@
-"""TensorBoard additions: a text summary of provenance and verdicts, and a custom-scalars layout
-that draws each logged epoch value with its reference in one chart."""
+"""TensorBoard additions: a text summary of provenance and verdicts, and a custom-scalars layout that
+draws each logged epoch value with its reference.
+
+The text summary (tag ``lmlogger/verification``, shown by TensorBoard as
+``lmlogger/verification/text_summary``) is a markdown table, one row per key, with the key's worst
+epoch so far and the relative gap there; the fixes follow the table as a list, so that the table
+stays narrow enough for TensorBoard not to break its numbers.
+
+The layout has two categories. *lmlogger: logged vs reference*: one multi-line chart per key, titled
+with both tags it draws. TensorBoard colours lines by run, not by tag, so both lines share a colour;
+the second category, *lmlogger: gap to the reference*, draws per key a margin chart whose line is
+the reference and whose shaded band reaches the logged value: no band, no gap.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger._records import ProvenanceRecord, VerificationRecord
 from lmlogger.sinks.generic import GenericSink
 
 TEXT_TAG = "lmlogger/verification"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
+GAP_CATEGORY = "lmlogger: gap to the reference"
+HEADERS = ("key", "provenance", "hook", "verdict", "worst epoch", "logged", "reference", "gap", "findings")
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
+
+
+def _cell(text: str) -> str:
+    """A markdown table cell: pipes escaped, no line break."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def chart_title(key: str, prefix: str) -> str:
+    """The title of a key's multi-line chart: both tags it draws, so that the chart names its lines."""
+    return f"{key} (logged) vs {prefix}{key} (reference)"
 
 
 class TensorBoardSink(GenericSink):
@@ -23,6 +48,7 @@ class TensorBoardSink(GenericSink):
         super().__init__(vlogger, trainer)
         self.provenance: dict[str, ProvenanceRecord] = {}
         self.latest: dict[str, VerificationRecord] = {}
+        self.worst: dict[str, VerificationRecord] = {}
         self.charted: set[str] = set()
 
     def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None:
@@ -31,6 +57,8 @@ class TensorBoardSink(GenericSink):
             self.provenance[record.key] = record
         for record in records:
             self.latest[record.key] = record
+            earlier = self.worst.get(record.key)
+            self.worst[record.key] = record if earlier is None else worst_epoch([earlier, record])
         experiment = self.logger.experiment
         if not records:
             return
@@ -39,40 +67,41 @@ class TensorBoardSink(GenericSink):
         keys = {r.key for r in records}
         if not keys <= self.charted:
             self.charted |= keys
-            layout = {
-                LAYOUT_CATEGORY: {
-                    key: ["Multiline", [f"^{_escape(key)}$", f"^{_escape(self.prefix + key)}$"]]
-                    for key in sorted(self.charted)
-                }
-            }
-            experiment.add_custom_scalars(layout)
+            experiment.add_custom_scalars(self.layout())
         experiment.flush()
 
+    def layout(self) -> dict[str, dict[str, list[Any]]]:
+        """The custom-scalars layout for every key charted so far."""
+        lines, gaps = {}, {}
+        for key in sorted(self.charted):
+            reference = self.prefix + key
+            lines[chart_title(key, self.prefix)] = ["Multiline", [f"^{re.escape(key)}$", f"^{re.escape(reference)}$"]]
+            gaps[f"{key}: reference (line), gap to the logged value (band)"] = ["Margin", [reference, key, reference]]
+        return {LAYOUT_CATEGORY: lines, GAP_CATEGORY: gaps}
+
     def table(self) -> str:
-        """The markdown table TensorBoard's text plugin renders."""
-        lines = [
-            "| key | provenance | hook | logged | reference | verdict | findings | fix |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        """The markdown TensorBoard's text plugin renders: one row per key (its worst epoch so far), then fixes."""
+        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        fixes = []
         for key in sorted(set(self.provenance) | set(self.latest)):
             prov = self.provenance.get(key)
-            rec = self.latest.get(key)
-            lines.append(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                    key,
-                    prov.kind if prov else "-",
-                    prov.hook if prov else "-",
-                    _fmt(rec.logged) if rec else "-",
-                    _fmt(rec.reference) if rec else "-",
-                    rec.verdict if rec else "step only",
-                    ", ".join(rec.findings) if rec and rec.findings else "",
-                    (rec.fix or "").replace("|", "\\|") if rec else "",
-                )
-            )
+            rec = self.worst.get(key)
+            cells = [
+                key,
+                prov.kind if prov else "-",
+                prov.hook if prov else "-",
+                rec.verdict if rec else "step only",
+                f"{rec.phase} {rec.epoch}" if rec else "-",
+                _fmt(rec.logged) if rec else "-",
+                _fmt(rec.reference) if rec else "-",
+                format_gap(relative_gap(rec.logged, rec.reference)) if rec else "-",
+                ", ".join(rec.findings) if rec and rec.findings else "",
+            ]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+            latest = self.latest.get(key)
+            fix = (latest.fix if latest is not None else None) or (rec.fix if rec is not None else None)
+            if fix:
+                fixes.append(f"* {_cell(key)}: `` {fix} ``")
+        if fixes:
+            lines += ["", "**Fix**", "", *fixes]
         return "\n".join(lines)
-
-
-def _escape(key: str) -> str:
-    import re
-
-    return re.escape(key)

@@ -1,0 +1,60 @@
+"""How far a logged epoch value is from its reference, and which epoch shows it best (pure Python).
+
+A key's verdict is its worst epoch; the headline of every view (table, HTML, TensorBoard text, MLflow tag)
+shows that epoch and its relative gap, so that the size of the bug is what a reader sees first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from lmlogger._records import VERDICT_RANK
+
+E = TypeVar("E")
+
+
+def relative_gap(logged: float | None, reference: float | None) -> float | None:
+    """``|logged - reference| / |reference|``; ``None`` when either is missing or not finite.
+
+    A reference of exactly 0 gives ``inf`` unless the logged value is 0 too.
+    """
+    if logged is None or reference is None:
+        return None
+    if not (math.isfinite(logged) and math.isfinite(reference)):
+        return None
+    diff = abs(logged - reference)
+    if reference == 0:
+        return 0.0 if diff == 0 else math.inf
+    return diff / abs(reference)
+
+
+def worst_epoch(entries: Iterable[E]) -> E | None:
+    """The entry with the worst verdict and, among those, the largest relative gap (the first on ties).
+
+    ``entries`` are any objects with ``verdict``, ``logged`` and ``reference`` (audit ``EpochReport``s,
+    runtime ``VerificationRecord``s).
+    """
+    best: Any = None
+    best_rank: tuple[int, float] | None = None
+    for entry in entries:
+        gap = relative_gap(entry.logged, entry.reference)  # type: ignore[attr-defined]
+        rank = (VERDICT_RANK.get(entry.verdict, 0), -1.0 if gap is None else gap)  # type: ignore[attr-defined]
+        if best_rank is None or rank > best_rank:
+            best, best_rank = entry, rank
+    return best
+
+
+def format_gap(gap: float | None) -> str:
+    """``"18 %"``, ``"0.2 %"``, ``"<0.0001 %"``, ``"inf"``; ``"-"`` when there is none."""
+    if gap is None:
+        return "-"
+    if math.isinf(gap):
+        return "inf"
+    percent = gap * 100
+    if percent == 0:
+        return "0 %"
+    if percent < 1e-4:
+        return "<0.0001 %"
+    return f"{percent:.2g} %" if percent < 10 else f"{percent:.0f} %"
