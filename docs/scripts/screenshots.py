@@ -5,10 +5,11 @@ Run:  python docs/scripts/screenshots.py [--out docs/img] [--workdir DIR] [--epo
 Needs Debian's chromium (``apt-get install chromium``), tensorboard and mlflow. The script
 
 1. trains ``examples/quickstart.py``'s model with ``VerifiedLogger(TensorBoardLogger(...))``, starts
-   ``tensorboard --logdir`` on 127.0.0.1 and shoots the custom-scalars chart and the text table;
+   ``tensorboard --logdir`` on 127.0.0.1 and shoots the custom-scalars chart and the text table, then
+   the HTML report the run wrote (``lmlogger/report.html``, opened from disk);
 2. starts ``mlflow server`` on 127.0.0.1 (``examples/mlflow_server.py``), trains the same model with
    ``VerifiedLogger(MLFlowLogger(...))`` and shoots the run's tags, its metrics, a search of runs by
-   ``lmlogger.verdict`` and the sidecar artifact.
+   ``lmlogger.verdict``, the sidecar artifact and the HTML report in MLflow's artifact view.
 
 Both UIs keep some view settings in the browser's localStorage (TensorBoard's "ignore outliers",
 MLflow's workflow type and assistant panel). Before each server starts, a throwaway page served on
@@ -157,8 +158,13 @@ def tensorboard_shots(browser: Browser, workdir: str, out: str, epochs: int) -> 
     port = mlflow_server.free_port()
     browser.seed_local_storage(port, {"_ignoreYOutliers": "false"})  # show every point: no outlier clipping
     with tensorboard(logdir, port, os.path.join(workdir, "tensorboard.log")) as uri:
-        browser.shoot(f"{uri}/#custom_scalars&_smoothingWeight=0", os.path.join(out, "tensorboard-custom-scalars.png"))
+        browser.shoot(
+            f"{uri}/#custom_scalars&_smoothingWeight=0", os.path.join(out, "tensorboard-custom-scalars.png"), (1400, 1300)
+        )
         browser.shoot(f"{uri}/#text", os.path.join(out, "tensorboard-text.png"), (1600, 900))
+    # the page lmlogger wrote beside the sidecar when the run ended, opened from disk
+    report = os.path.join(logdir, "quickstart", "version_0", "lmlogger", "report.html")
+    browser.shoot(f"file://{report}", os.path.join(out, "html-report.png"), (1200, 1500))
 
 
 def mlflow_shots(browser: Browser, workdir: str, out: str, epochs: int) -> None:
@@ -183,6 +189,7 @@ def mlflow_shots(browser: Browser, workdir: str, out: str, epochs: int) -> None:
         # the metric charts load lazily: give them more (virtual) time than the other pages
         browser.shoot(f"{run}/model-metrics", os.path.join(out, "mlflow-metrics.png"), (1400, 1100), budget_ms=45000)
         browser.shoot(f"{run}/artifacts/lmlogger/provenance.jsonl", os.path.join(out, "mlflow-artifact.png"))
+        browser.shoot(f"{run}/artifacts/lmlogger/report.html", os.path.join(out, "mlflow-report.png"), (1400, 1100))
         search = urllib.parse.quote("tags.`lmlogger.verdict` = 'mismatch'")
         browser.shoot(
             f"{uri}/#/experiments/{experiment}/runs?searchFilter={search}", os.path.join(out, "mlflow-search.png")
