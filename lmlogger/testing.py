@@ -80,7 +80,8 @@ def verified(logger: Logger, *, allow_unverified: bool = True, **options: Any) -
     Args:
         logger: the Lightning logger to wrap.
         allow_unverified: passed to :func:`assert_verified`.
-        **options: :class:`~lmlogger.VerifiedLogger` options (``rtol``, ``atol``, ``on_mismatch``, ``reference_prefix``);
+        **options: :class:`~lmlogger.VerifiedLogger` options (``rtol``, ``atol``, ``on_mismatch``,
+            ``reference_prefix``);
             ``on_mismatch`` defaults to ``"ignore"`` here: the check at the end reports every key at once.
 
     Example::

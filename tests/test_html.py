@@ -69,13 +69,14 @@ def test_the_run_writes_the_page_beside_the_sidecar_and_the_cli_prints_the_same(
 
 def test_each_key_shows_its_worst_epoch_gap_chart_findings_and_fix(run):
     """The mismatched key's section names its worst epoch with both values and the gap, draws one chart with a
-    legend, explains its finding and shows the fix; """
+    legend, explains its finding and shows the fix;"""
     run_dir, _ = run
     page = page_of(run_dir)
     key = lmlogger.audit(run_dir).by_key()["f1_compute"]
     gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in key.epochs]
     worst = key.epochs[gaps.index(max(gaps))]
-    section = re.search(r'<section class="key-section is-mismatch"[^>]*data-key="f1_compute">(.*?)</section>', page, re.S)
+    pattern = r'<section class="key-section is-mismatch"[^>]*data-key="f1_compute">(.*?)</section>'
+    section = re.search(pattern, page, re.S)
     body = section.group(1)
     assert (
         f"Worst at train epoch {worst.epoch}: logged <strong>{worst.logged:.6g}</strong>, "

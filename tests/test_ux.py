@@ -107,7 +107,7 @@ def test_reference_prefix_and_its_deprecated_old_name(tmp_path):
     assert old.options.reference_prefix == "old/"
     with pytest.raises(TypeError, match="give `reference_prefix` alone"):
         VerifiedLogger(CSVLogger(str(tmp_path)), prefix="a/", reference_prefix="b/")
-    with pytest.raises(TypeError, match="unexpected keyword argument.*: prefx"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*: prefx"):
         VerifiedLogger(CSVLogger(str(tmp_path)), prefx="a/")
     seeded(0)
     trainer(old, tmp_path, max_epochs=1, num_sanity_val_steps=0).fit(KitchenSink(val_loaders=1), loader())

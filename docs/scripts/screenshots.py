@@ -158,9 +158,8 @@ def tensorboard_shots(browser: Browser, workdir: str, out: str, epochs: int) -> 
     port = mlflow_server.free_port()
     browser.seed_local_storage(port, {"_ignoreYOutliers": "false"})  # show every point: no outlier clipping
     with tensorboard(logdir, port, os.path.join(workdir, "tensorboard.log")) as uri:
-        browser.shoot(
-            f"{uri}/#custom_scalars&_smoothingWeight=0", os.path.join(out, "tensorboard-custom-scalars.png"), (1400, 1300)
-        )
+        charts = os.path.join(out, "tensorboard-custom-scalars.png")
+        browser.shoot(f"{uri}/#custom_scalars&_smoothingWeight=0", charts, (1400, 1300))
         browser.shoot(f"{uri}/#text", os.path.join(out, "tensorboard-text.png"), (1600, 900))
     # the page lmlogger wrote beside the sidecar when the run ended, opened from disk
     report = os.path.join(logdir, "quickstart", "version_0", "lmlogger", "report.html")

@@ -114,7 +114,7 @@ def _run(run: RunReport, index: int, several: bool) -> str:
         facts.append(("versions", escape(", ".join(f"{k} {v}" for k, v in sorted(run.versions.items())))))
     out.append(_facts(facts))
     if run.problems:
-        out.append('<p><strong>Store check</strong> (the tracker disagrees with the sidecar):</p>')
+        out.append("<p><strong>Store check</strong> (the tracker disagrees with the sidecar):</p>")
         out.append('<ul class="problems">' + "".join(f"<li>{escape(p)}</li>" for p in run.problems) + "</ul>")
     if run.keys:
         out.append(_key_table(run, index))
@@ -380,11 +380,13 @@ def _series(values: list[float | None], x: Any, y: Any, colour: str, dash: str, 
         if marker == "circle":
             marks.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour}">{tip}</circle>')
         else:
-            marks.append(f'<rect x="{px - 3.5:.1f}" y="{py - 3.5:.1f}" width="7" height="7" fill="{colour}">{tip}</rect>')
+            square = f'x="{px - 3.5:.1f}" y="{py - 3.5:.1f}" width="7" height="7"'
+            marks.append(f'<rect {square} fill="{colour}">{tip}</rect>')
     # The logged line is wider and drawn first, so that where the two agree both stay visible.
     width = "2" if dash else "3.5"
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-    line = f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="{width}"{dash_attr}/>' if path else ""
+    stroke = f'fill="none" stroke="{colour}" stroke-width="{width}"{dash_attr}'
+    line = f'<path d="{" ".join(path)}" {stroke}/>' if path else ""
     # markers only where they stay readable
     return f'<g class="series-{name}">' + line + ("".join(marks) if len(values) <= 60 else "") + "</g>"
 
