@@ -46,7 +46,7 @@ def user_frame(start: FrameType | None = None) -> FrameType | None:
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """Warn with the location of the user's code that started the work (see :func:`user_frame`), so that
+    """Warn with the location of the user's code that started the work (see `user_frame`), so that
     Python prints ``train.py:42: UserWarning: lmlogger: ...`` and the user's own source line."""
     frame = user_frame(sys._getframe(1))
     if frame is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
@@ -14,6 +14,9 @@ from lmlogger import _intercept
 from lmlogger._records import ProvenanceRecord, VerificationRecord
 from lmlogger._session import Session
 from lmlogger._verify import DEFAULT_ATOL, DEFAULT_RTOL
+
+if TYPE_CHECKING:
+    from lmlogger.audit import AuditReport
 from lmlogger.sinks import make_sink
 
 _ON_MISMATCH = ("warn", "raise", "ignore")
@@ -21,7 +24,7 @@ _ON_MISMATCH = ("warn", "raise", "ignore")
 
 @dataclass(frozen=True)
 class Options:
-    """Settings of a :class:`VerifiedLogger` (see its docstring)."""
+    """Settings of a `VerifiedLogger` (see its docstring)."""
 
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
@@ -41,27 +44,30 @@ class VerifiedLogger(Logger):
     ``name``, ``version``, ``save_dir``, ``log_dir``, ``experiment`` and every other attribute are the
     wrapped logger's own, so ``trainer.log_dir`` and checkpoint paths do not change. Every value the
     user logs reaches the wrapped logger unchanged, at the same step. lmlogger adds, beside them,
-    reference values under ``reference_prefix``, a sidecar ``lmlogger/provenance.jsonl`` in the run's log dir
-    and, where the backend has them, a text summary and chart layout (TensorBoard) or tags (MLflow).
+    reference values under ``reference_prefix``, a sidecar ``lmlogger/provenance.jsonl`` in the run's log dir,
+    the audit as a page (``lmlogger/report.html``) when the run ends and, where the backend has them, a text
+    summary and chart layout (TensorBoard) or tags and artifacts (MLflow).
 
     Args:
         logger: the Lightning logger to wrap (TensorBoardLogger, CSVLogger, MLFlowLogger, your own).
         rtol: relative tolerance when comparing a logged epoch value with its reference.
         atol: absolute tolerance for the same comparison.
-        on_mismatch: ``"warn"`` (one warning per key per run), ``"raise"`` (a ``MismatchError`` at
-            epoch end, after the records are written) or ``"ignore"``.
+        on_mismatch: ``"warn"`` (one warning per key per run, shown at your ``trainer.fit(...)`` line),
+            ``"raise"`` (``lmlogger.MismatchError`` at the end of the epoch whose value mismatched, once the
+            records are written and every logger has the epoch's values) or ``"ignore"``.
         reference_prefix: prefix of the reference metrics logged through the wrapped logger
             (``lmlogger/reference/f1`` for ``f1``). Named apart from the wrapped logger's own ``prefix``.
         **deprecated: ``prefix=``, the old name of ``reference_prefix``: still accepted, with a
             ``DeprecationWarning``.
 
-    Example::
-
+    Example:
+        ```python
         from lightning.pytorch import Trainer
         from lightning.pytorch.loggers import TensorBoardLogger
         from lmlogger import VerifiedLogger
 
         trainer = Trainer(logger=VerifiedLogger(TensorBoardLogger("logs")))
+        ```
     """
 
     # Names served by the wrapper itself; everything else is the wrapped logger's (see _transparent_class).
@@ -73,8 +79,8 @@ class VerifiedLogger(Logger):
         cls,
         logger: Logger,
         *,
-        rtol: float = DEFAULT_RTOL,
-        atol: float = DEFAULT_ATOL,
+        rtol: float = 1e-4,
+        atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
         reference_prefix: str = "lmlogger/reference/",
         **deprecated: Any,
@@ -92,8 +98,8 @@ class VerifiedLogger(Logger):
         self,
         logger: Logger,
         *,
-        rtol: float = DEFAULT_RTOL,
-        atol: float = DEFAULT_ATOL,
+        rtol: float = 1e-4,
+        atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
         reference_prefix: str = "lmlogger/reference/",
         **deprecated: Any,
@@ -214,8 +220,8 @@ class VerifiedLogger(Logger):
             self._lml_logger.finalize(status)
 
     # -- lmlogger's own lifecycle --------------------------------------------------------------
-    def report(self) -> Any:
-        """The :class:`~lmlogger.AuditReport` of this logger's run so far (read back from its sidecar)."""
+    def report(self) -> AuditReport:
+        """The `AuditReport` of this logger's run so far (read back from its sidecar)."""
         from lmlogger.audit import audit
 
         if self.sidecar_path is None:

@@ -112,11 +112,16 @@ def test_mlflow_server_example(tmp_path):
     workdir = tmp_path / "work"
     out = run_example(tmp_path, example("mlflow_server.py"), "--workdir", str(workdir), "--epochs", "1", timeout=400)
     assert "mlflow server running at http://127.0.0.1:" in out
-    assert "lmlogger audit runs:/" in out and "--tracking-uri http://127.0.0.1:" in out
     assert table_rows(out)["f1_wrong"] == ("metric_compute", "mismatch")
     assert table_rows(out)["f1_right"] == ("metric_object", "match")
-    run_id = re.search(r"lmlogger audit runs:/(\w+)", out).group(1)
-    sidecars = glob.glob(os.path.join(str(workdir), "*", run_id, "lmlogger", "provenance.jsonl"))
+    run_id = re.search(r"lmlogger audit runs:/(\w+) --tracking-uri http://127.0.0.1:5000", out).group(1)
+    sidecars = glob.glob(os.path.join(str(workdir), "lmlogger_mlflow", "*", run_id, "lmlogger", "provenance.jsonl"))
     assert len(sidecars) == 1  # the local copy of the run's sidecar is under --workdir
-    assert lmlogger.audit(sidecars[0]).by_key()["f1_wrong"].verdict == "mismatch"
+    local = os.path.dirname(os.path.dirname(sidecars[0]))
+    assert f"  lmlogger audit {local}    # lmlogger's local copy" in out  # printed, and it works: no server needed
+    assert lmlogger.audit(local).by_key()["f1_wrong"].verdict == "mismatch"
+    # the printed command serves the same store again, and the printed audit works through it
+    command = re.search(r"  (mlflow server --port 5000 [^#]+?)    # then", out).group(1).split()
+    assert command[-4:] == ["--backend-store-uri", f"sqlite:///{workdir}/mlflow.db", "--artifacts-destination",
+                            f"{workdir}/artifacts"]  # fmt: skip
     assert os.listdir(tmp_path) == ["work"]  # the example wrote nowhere else
