@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = logger.log_dir
     print(f"\nRun written to {run_dir}")
     print(f"  audit again with:  lmlogger audit {run_dir}")
-    print(f"  browse it with:    tensorboard --logdir {os.path.dirname(run_dir)}\n")
+    print(f"  browse it with:    tensorboard --logdir {os.path.dirname(run_dir)}")
+    print(f"  open the page:     {os.path.join(run_dir, 'lmlogger', 'report.html')}\n")
     report = lmlogger.audit(run_dir)
     print(to_table(report, colour=sys.stdout.isatty()))
     return 0

@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -61,6 +62,35 @@ def test_quickstart(tmp_path):
     run_dir = os.path.join(str(tmp_path), "quickstart", "version_0")
     assert f"lmlogger audit {run_dir}" in out
     assert lmlogger.audit(run_dir).summary == {"match": 2, "mismatch": 1, "unverified": 0}
+
+
+def readme_block(after):
+    """The lines of the README's code block that follow the line ``after``, up to the closing fence."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    start = text.index(after + "\n") + len(after) + 1
+    return text[start : text.index("\n```", start)]
+
+
+def test_readme_shows_the_programs_real_output(tmp_path):
+    """The README's warning and audit table are what `python examples/quickstart.py --logdir logs` and
+    `lmlogger audit logs/quickstart/version_0` print, character for character."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    shutil.copytree(EXAMPLES, tmp_path / "examples")  # the README's relative path: examples/quickstart.py
+    proc = subprocess.run(
+        [sys.executable, "examples/quickstart.py", "--logdir", "logs"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warning = readme_block("```text")
+    assert warning.startswith("/path/to/lmlogger/examples/quickstart.py:")
+    assert warning.replace("/path/to/lmlogger/", f"{tmp_path}/") in proc.stderr
+    audit = subprocess.run(
+        [sys.executable, "-m", "lmlogger", "audit", "logs/quickstart/version_0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert audit.returncode == 1
+    assert readme_block("$ lmlogger audit logs/quickstart/version_0") == audit.stdout.rstrip("\n")
 
 
 def test_lightning_cli_example(tmp_path):
