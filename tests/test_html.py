@@ -184,3 +184,72 @@ def test_chromium_keeps_hostile_keys_as_text(tmp_path):
     dom = dump_dom(path, tmp_path / "profile")
     assert "<script" not in dom.lower() and "<iframe" not in dom.lower() and "<marquee" not in dom.lower()
     assert html.escape(evil, quote=False) in dom
+
+
+# -- the same run's TensorBoard views (read back with tensorboard's own reader) ---------------------------------
+def tensorboard_views(run_dir):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.util import tensor_util
+
+    texts, layouts = [], []
+    for name in sorted(os.listdir(run_dir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        for event in EventFileLoader(os.path.join(run_dir, name)).Load():
+            for v in event.summary.value:
+                plugin = v.metadata.plugin_data.plugin_name
+                if plugin == "text":
+                    texts.append((event.step, v.tag, tensor_util.make_ndarray(v.tensor).item().decode()))
+                elif plugin == "custom_scalars":
+                    layout = layout_pb2.Layout()
+                    layout.ParseFromString(tensor_util.make_ndarray(v.tensor).item())
+                    layouts.append(layout)
+    return texts, layouts
+
+
+def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(run):
+    """The TEXT tab's last table has one row per key with its worst epoch, values and gap (as the audit says);
+    the fixes follow the table, so no long cell squeezes the numbers."""
+    run_dir, _ = run
+    texts, _ = tensorboard_views(run_dir)
+    _, tag, table = texts[-1]
+    assert tag == "lmlogger/verification/text_summary"  # what TensorBoard shows as the tag name
+    head, _, fixes = table.partition("\n\n**Fix**\n\n")
+    rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in head.splitlines()[2:]}
+    assert head.splitlines()[0] == (
+        "| key | provenance | hook | verdict | worst epoch | logged | reference | gap | findings |"
+    )
+    key = lmlogger.audit(run_dir).by_key()["f1_compute"]
+    gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in key.epochs]
+    worst = key.epochs[gaps.index(max(gaps))]
+    _, provenance, hook, verdict, epoch, logged, reference, gap, findings = rows["f1_compute"]
+    assert (provenance, hook, verdict, findings) == ("metric_compute", "training_step", "mismatch",
+                                                    "running-value-averaged")  # fmt: skip
+    assert epoch == f"train {worst.epoch}"
+    assert (float(logged), float(reference)) == pytest.approx((worst.logged, worst.reference), rel=1e-5)
+    assert gap.endswith(" %") and float(gap[:-2]) == pytest.approx(100 * max(gaps), rel=0.06)
+    assert rows["f1_object"][3] == "match"
+    assert f"* f1_compute: `` {key.fix} ``" in fixes.splitlines()
+    assert all(len(cell) <= 40 for row in rows.values() for cell in row[1:])  # no cell wide enough to wrap digits
+
+
+def test_tensorboard_charts_name_both_lines_and_draw_the_gap_apart(run):
+    """Custom scalars: each key's multi-line chart is titled with both tags it draws; a margin chart per key has
+    the reference as its line and the logged value as the band's other edge."""
+    run_dir, _ = run
+    _, layouts = tensorboard_views(run_dir)
+    categories = {c.title: c for c in layouts[-1].category}
+    lines = {chart.title: list(chart.multiline.tag) for chart in categories["lmlogger: logged vs reference"].chart}
+    assert lines["f1_compute (logged) vs lmlogger/reference/f1_compute (reference)"] == [
+        "^f1_compute$",
+        "^lmlogger/reference/f1_compute$",
+    ]
+    margins = {chart.title: chart.margin.series[0] for chart in categories["lmlogger: gap to the reference"].chart}
+    series = margins["f1_compute: reference (line), gap to the logged value (band)"]
+    assert (series.value, series.lower, series.upper) == (
+        "lmlogger/reference/f1_compute",
+        "f1_compute",
+        "lmlogger/reference/f1_compute",
+    )
+    assert len(lines) == len(margins) == len([k for k in lmlogger.audit(run_dir).runs[0].keys if k.epochs])

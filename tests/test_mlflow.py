@@ -658,3 +658,30 @@ def test_synchronous_false_works(mlflow_server, tmp_path):
     )
     run = lmlogger.audit(f"runs:/{trained.run_id}", tracking_uri=mlflow_server).runs[0]
     assert run.problems == [] and run.complete
+
+
+def test_local_copy_has_a_named_home_announced_in_one_info_line(tmp_path):
+    """The local sidecar lives in `<default_root_dir>/lmlogger_mlflow/<experiment id>/<run id>/`, beside the HTML
+    report; the run's first lmlogger line says where, as information (Lightning's INFO stream), not a warning."""
+    import logging
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    lightning_log = logging.getLogger("lightning.pytorch")  # where Lightning prints "GPU available: ..." too
+    lightning_log.addHandler(handler)
+    try:
+        trained = train(RightPatterns, uri, tmp_path / "root", "home", str(tmp_path / "artifacts"), epochs=1)
+    finally:
+        lightning_log.removeHandler(handler)
+    home = tmp_path / "root" / "lmlogger_mlflow" / trained.experiment_id / trained.run_id
+    assert trained.run_dir == str(home)
+    assert (home / "lmlogger" / "provenance.jsonl").is_file() and (home / "lmlogger" / "report.html").is_file()
+    assert trained.warnings == []
+    ours = [r for r in records if r.getMessage().startswith("lmlogger:")]
+    assert len(ours) == 1 and ours[0].levelno == logging.INFO
+    lines = [ours[0].getMessage()]
+    assert lines[0].startswith(f"lmlogger: MLflow run {trained.run_id}: ")
+    assert f"local copy of the records in {home} (`lmlogger audit {home}` works without the server)" in lines[0]
+    assert lmlogger.audit(str(home)).by_key()["f1_object"].verdict == "match"
