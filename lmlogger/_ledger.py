@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import data as tm_data
+from torchmetrics.wrappers import Running
+from torchmetrics.wrappers.abstract import WrapperMetric
 
 Owner = tuple[str, int]  # (phase, epoch index); phase "sanity" is discarded
 
@@ -55,6 +57,14 @@ _FORWARD_CODES = frozenset(
 )
 
 
+try:  # Lightning resets a logged metric object itself, after computing its epoch value: not a user's reset
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
+
+    _LIGHTNING_RESET_CODES = frozenset({_ResultMetric.reset.__code__})
+except (ImportError, AttributeError):  # pragma: no cover - other Lightning layouts
+    _LIGHTNING_RESET_CODES = frozenset()
+
+
 def _reduction_name(fn: Any) -> str:
     return _REDUCTIONS.get(fn, _OTHER)
 
@@ -67,6 +77,9 @@ class _Piece:
     count: int
     exact: bool = True
     reason: str | None = None
+    dl: int | None = None  # the evaluation dataloader that was running (None in training)
+    rank: int = 0
+    from_default: bool = True  # the stretch started from the default state (after a reset)
 
 
 @dataclass
@@ -75,6 +88,7 @@ class _WindowState:
     carried: int = 0  # updates present when the window first began (before any reset in it)
     resets: int = 0
     reset_before_end: bool = False
+    reset_after_end: bool = False  # user code reset the metric after the window ended, before Lightning logged it
 
 
 class _ResetTap:
@@ -88,15 +102,58 @@ class _ResetTap:
         self.tap = tap
 
     def __call__(self) -> None:
-        if sys._getframe(1).f_code not in _FORWARD_CODES:
-            self.tap.on_user_reset()
+        caller = sys._getframe(1).f_code
+        user = caller not in _FORWARD_CODES
+        if user:
+            self.tap.on_user_reset(by_lightning=caller in _LIGHTNING_RESET_CODES)
         type(self.metric).reset(self.metric)
+        if user:
+            self.tap.after_reset()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _PassThroughReset:
         return _PassThroughReset(copy.deepcopy(self.metric, memo))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (_PassThroughReset, (self.metric,))
+
+
+_MISSING = object()
+
+
+class _ResultTap:
+    """Instance-level ``compute``/``forward`` of a wrapper metric: remembers the last result it returned.
+
+    Wrapper metrics (``torchmetrics.wrappers``) keep no ``_computed``/``_forward_cache`` of their own, so
+    their results could not be told apart by identity. Copies get a plain bound method.
+    """
+
+    def __init__(self, metric: Metric, name: str, saved: Any) -> None:
+        self.metric = metric
+        self.name = name
+        self.saved = saved
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.saved is _MISSING:
+            result = getattr(type(self.metric), self.name)(self.metric, *args, **kwargs)
+        else:
+            result = self.saved(*args, **kwargs)
+        self.metric.__dict__["_lml_" + self.name] = result
+        return result
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return _bound(copy.deepcopy(self.metric, memo), self.name)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_bound, (self.metric, self.name))
+
+
+def _caches_nothing(metric: Metric) -> bool:
+    """Whether ``metric`` keeps no ``_computed`` of its own (wrappers, ``CompositionalMetric``)."""
+    return isinstance(metric, WrapperMetric) or type(metric)._wrap_compute is not Metric._wrap_compute
+
+
+def _bound(metric: Metric, name: str) -> Any:
+    return getattr(type(metric), name).__get__(metric)
 
 
 class _PassThroughReset:
@@ -110,27 +167,60 @@ class _PassThroughReset:
 class MetricTap:
     """Epoch accounting of one metric instance (see module docstring)."""
 
-    def __init__(self, metric: Metric, attribute: str) -> None:
+    def __init__(self, metric: Metric, attribute: str, hook_of: Any = None) -> None:
         self.metric = metric
         self.attribute = attribute
         self.reductions = {name: _reduction_name(fn) for name, fn in metric._reductions.items()}
+        # ``Running`` keeps the last N updates in slots it overwrites: its state is replaced, not accumulated.
+        self.replace = isinstance(metric, Running)
         self.owner: Owner | None = None
         self.windows: dict[Owner, _WindowState] = {}
         self.phases_updated: set[str] = set()
+        self.dls_updated: dict[str, set[int | None]] = {}
+        self.dl: int | None = None
+        self.ended: Owner | None = None  # a window whose epoch values Lightning is computing now
+        self.reset_hooks: set[str] = set()  # hooks in which user code reset the metric
+        self._hook_of = hook_of
         self._shadow: Metric | None = None
-        self._base_count = metric._update_count
+        self._base_count = self._count()
+        self._reset_at = 0  # the update count right after the last reset (some metrics keep counting)
         self._baseline: dict[str, Any] | None = self._snapshot() if self._base_count else None
+        self._last: tuple[Owner, _Piece, dict[str, Any] | None, int] | None = None
         self._installed = False
+        self._saved: dict[str, Any] = {}
+
+    def _count(self) -> int:
+        metric = self.metric
+        if self.replace:
+            return int(getattr(metric, "_num_vals_seen", 0))
+        if isinstance(metric, WrapperMetric):
+            return 0  # wrappers keep no count of their own (ClasswiseWrapper pins it at 1): children do
+        return int(metric._update_count)
 
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
-        if not self._installed and "reset" not in self.metric.__dict__:
-            self.metric.__dict__["reset"] = _ResetTap(self.metric, self)
+        metric = self.metric
+        if not self._installed and "reset" not in metric.__dict__:
+            metric.__dict__["reset"] = _ResetTap(metric, self)
             self._installed = True
+            if _caches_nothing(metric):
+                # Wrappers and compositions cache no result (``_computed``/``_forward_cache``): remember the
+                # last ones so that a logged result can be told apart by identity, as for any other metric.
+                for name in ("compute", "forward"):
+                    self._saved[name] = metric.__dict__.get(name, _MISSING)
+                    metric.__dict__[name] = _ResultTap(metric, name, self._saved[name])
 
     def remove(self) -> None:
-        if self._installed and isinstance(self.metric.__dict__.get("reset"), _ResetTap):
-            del self.metric.__dict__["reset"]
+        metric = self.metric
+        if self._installed and isinstance(metric.__dict__.get("reset"), _ResetTap):
+            del metric.__dict__["reset"]
+        for name, saved in self._saved.items():
+            if isinstance(metric.__dict__.get(name), _ResultTap):
+                if saved is _MISSING:
+                    del metric.__dict__[name]
+                else:
+                    metric.__dict__[name] = saved
+        self._saved = {}
         self._installed = False
 
     # -- state handling ----------------------------------------------------------------------
@@ -147,13 +237,13 @@ class MetricTap:
         return out
 
     def _delta(self) -> _Piece:
-        count = self.metric._update_count - self._base_count
+        count = self._count() - self._base_count
         states: dict[str, Any] = {}
         base = self._baseline
         exact, reason = True, None
         for name, red in self.reductions.items():
             value = getattr(self.metric, name)
-            if base is None:  # the snapshot was the default state: the whole state is new
+            if base is None or self.replace:  # the snapshot was the default state: the whole state is new
                 states[name] = list(value) if isinstance(value, list) else _clone(value)
             elif isinstance(value, list):
                 start = base[name] if isinstance(base[name], int) else 0
@@ -172,50 +262,87 @@ class MetricTap:
                     "so the epoch's own part of the state cannot be separated"
                 )
                 states[name] = _clone(value)
-        return _Piece(states, count, exact, reason)
+        return _Piece(states, count, exact, reason, self.dl, base is None, _rank())
 
-    def fold(self) -> None:
+    def fold(self) -> bool:
         """Move what accumulated since the last boundary into the current owner's window."""
-        count = self.metric._update_count
+        count = self._count()
         if count == self._base_count:
-            return
+            return False
         if count < self._base_count:  # reset by something we did not see (e.g. a class-level call)
             self._baseline = None
-            self._base_count = 0
+            self._base_count = self._reset_at = 0
         piece = self._delta()
+        self._last = None
         if self.owner is not None and piece.count > 0:
             self.windows.setdefault(self.owner, _WindowState()).pieces.append(piece)
             self.phases_updated.add(self.owner[0])
+            self.dls_updated.setdefault(self.owner[0], set()).add(self.dl)
+            self._last = (self.owner, piece, self._baseline, self._base_count)
         self._baseline = self._snapshot()
         self._base_count = count
+        return True
 
     def switch(self, owner: Owner | None, begins: bool = False) -> None:
         """A window boundary: fold into the current owner, then hand the metric to ``owner``."""
-        self.fold()
+        folded = self.fold()
+        if not begins and owner is not None and not folded and self._last is not None and self._last[0] == owner:
+            # Resuming a window that another one interrupted (validation inside a training epoch) without
+            # touching this metric: undo the fold made at the pause, so the window keeps its own starting
+            # state and one stretch covers it (exact for every kind of state, max/min/custom included).
+            window = self.windows.get(owner)
+            _, piece, baseline, base_count = self._last
+            if window is not None and window.pieces and window.pieces[-1] is piece:
+                window.pieces.pop()
+                self._baseline, self._base_count = baseline, base_count
+            self._last = None
         self.owner = owner
+        self.dl = None  # an evaluation window names its dataloader at its first batch
         if owner is not None and begins:
             window = self.windows.setdefault(owner, _WindowState())
-            window.carried = self._base_count
+            window.carried = self._base_count - self._reset_at
+
+    def switch_dataloader(self, dl: int | None) -> None:
+        """The evaluation loop moved to dataloader ``dl``: what accumulated belongs to the previous one."""
+        if dl != self.dl:
+            self.fold()
+            self.dl = dl
 
     def mark_end(self, owner: Owner) -> None:
         """The window's epoch values are about to be computed (Lightning's epoch end)."""
         window = self.windows.get(owner)
         if window is not None and window.resets:
             window.reset_before_end = True
+        self.ended = owner
 
-    def adopt(self, owner: Owner) -> None:
-        """Count the whole current state as ``owner``'s (lmlogger attached in the middle of that window)."""
+    def adopt(self, owner: Owner, dl: int | None = None) -> None:
+        """Count the whole current state as ``owner``'s (lmlogger attached in the middle of that window, or
+        met the metric for the first time there: created lazily, or kept where Lightning does not look)."""
         self.owner = owner
+        self.dl = dl
         self._baseline = None
-        self._base_count = 0
+        self._base_count = self._reset_at = 0
         self.windows.setdefault(owner, _WindowState()).carried = 0
 
-    def on_user_reset(self) -> None:
+    def on_user_reset(self, by_lightning: bool = False) -> None:
         self.fold()
         if self.owner is not None:
             self.windows.setdefault(self.owner, _WindowState()).resets += 1
+        elif self.ended is not None and not by_lightning:
+            self.windows.setdefault(self.ended, _WindowState()).reset_after_end = True
+        if self._hook_of is not None and not by_lightning:
+            hook = self._hook_of()
+            if hook:
+                self.reset_hooks.add(hook)
         self._baseline = None
-        self._base_count = 0
+        self._base_count = self._reset_at = 0
+        self._last = None
+
+    def after_reset(self) -> None:
+        """The state is the default now; some metrics keep counting updates across ``reset()``
+        (``CompositionalMetric``, ``ClasswiseWrapper``): count from where the counter stands."""
+        self._baseline = None
+        self._base_count = self._reset_at = self._count()
 
     def carried(self, owner: Owner) -> int:
         """Updates from before ``owner`` began that were still in the state at its epoch end."""
@@ -225,19 +352,46 @@ class MetricTap:
         return window.carried
 
     def pop(self, owner: Owner) -> _WindowState | None:
+        if self.ended == owner:
+            self.ended = None
         return self.windows.pop(owner, None)
 
     def window(self, owner: Owner) -> _WindowState | None:
         return self.windows.get(owner)
 
     # -- reference -----------------------------------------------------------------------------
-    def merge(self, pieces: list[_Piece]) -> tuple[dict[str, Any] | None, int, str | None]:
-        """Merge pieces into one state: ``(state, update_count, reason_if_impossible)``."""
+    def merge(self, pieces: list[_Piece], dl: int | None = None) -> tuple[dict[str, Any] | None, int, str | None]:
+        """Merge pieces into one state: ``(state, update_count, reason_if_impossible)``.
+
+        With ``dl``, only the pieces of that evaluation dataloader (Lightning computes a key logged with
+        ``dataloader_idx=dl`` when that dataloader ends).
+        """
+        if dl is not None:
+            pieces = [p for p in pieces if p.dl == dl]
         if not pieces:
             return None, 0, "the metric received no updates in this epoch"
+        if self.replace:
+            window = int(getattr(self.metric, "window", 0))
+            count = sum(p.count for p in pieces)
+            if not pieces[0].from_default and count < window:
+                return (
+                    None,
+                    0,
+                    f"the running window of {window} updates still holds updates from before the epoch "
+                    f"(the epoch had {count}); reset it at the start of each epoch",
+                )
+            last: dict[int, _Piece] = {}
+            for piece in pieces:  # each rank holds its own window; the last stretch of each is its state
+                last[piece.rank] = piece
+            if len(last) == 1:
+                return dict(pieces[-1].states), count, None
+            return self._merge_states(list(last.values()), count)
         for piece in pieces:
             if not piece.exact:
                 return None, 0, piece.reason
+        return self._merge_states(pieces, sum(p.count for p in pieces))
+
+    def _merge_states(self, pieces: list[_Piece], count: int) -> tuple[dict[str, Any] | None, int, str | None]:
         merged: dict[str, Any] = {}
         for name, red in self.reductions.items():
             values = [p.states[name] for p in pieces]
@@ -255,28 +409,67 @@ class MetricTap:
                 merged[name] = acc
             else:
                 return None, 0, f"state `{name}` has a custom reduction and was updated in several stretches"
-        return merged, sum(p.count for p in pieces), None
+        return merged, count, None
 
-    def compute(self, state: dict[str, Any], count: int) -> Any:
-        """``compute()`` of a private copy of the metric holding ``state`` (the user's metric is untouched)."""
+    def compute(
+        self,
+        state: dict[str, Any] | None,
+        count: int,
+        children: dict[str, tuple[dict[str, Any] | None, int]] | None = None,
+    ) -> Any:
+        """``compute()`` of a private copy of the metric holding ``state`` (the user's metric is untouched).
+
+        ``children`` gives the epoch state of each stateful sub-metric by its path below this one
+        (``metric_a`` of ``1 - BinaryAccuracy()``, ``metrics.0`` of a ``BootStrapper``): composite and
+        wrapper metrics compute from their children's states.
+        """
         shadow = self._shadow
         if shadow is None:
             shadow = self._shadow = _empty_copy(self.metric)
-        type(shadow).reset(shadow)
+        nodes = [("", shadow, state, count)]
+        for path, (child_state, child_count) in (children or {}).items():
+            nodes.append((path, shadow.get_submodule(path), child_state, child_count))
         device = getattr(self.metric, "device", None)
-        for name, value in state.items():
-            if isinstance(value, list):
-                value = [v.to(device) if isinstance(v, Tensor) and device is not None else v for v in value]
-            elif isinstance(value, Tensor) and device is not None:
-                value = value.to(device)
-            setattr(shadow, name, value)
-        shadow._update_count = count
-        shadow._computed = None
-        shadow._to_sync = False  # the state is already global (lmlogger merges ranks itself)
-        shadow._should_unsync = False
+        for _, node, node_state, node_count in nodes:
+            type(node).reset(node)
+            for name, value in (node_state or {}).items():
+                if isinstance(value, list):
+                    value = [v.to(device) if isinstance(v, Tensor) and device is not None else v for v in value]
+                elif isinstance(value, Tensor) and device is not None:
+                    value = value.to(device)
+                setattr(node, name, value)
+            node._update_count = node_count
+            if isinstance(node, Running):
+                node._num_vals_seen = node_count
+            node._computed = None
+            node._to_sync = False  # the state is already global (lmlogger merges ranks itself)
+            node._should_unsync = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return shadow.compute()
+
+
+def stateful_children(metric: Metric) -> list[tuple[str, Metric]]:
+    """Sub-metrics of ``metric`` that hold epoch state, with their paths below it.
+
+    The slots of a ``Running`` wrapper are its own; its ``base_metric`` only passes updates through.
+    """
+    if isinstance(metric, Running):
+        return []
+    found = []
+    skip: tuple[str, ...] = ()
+    for path, sub in metric.named_modules():
+        if not path or not isinstance(sub, Metric) or (skip and path.startswith(skip)):
+            continue
+        if isinstance(sub, Running):
+            skip = (*skip, path + ".")
+        found.append((path, sub))
+    return found
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _tree_sum(values: list[Any]) -> Any:
@@ -293,20 +486,29 @@ def _clone(value: Any) -> Any:
 
 
 def _empty_copy(metric: Metric) -> Metric:
-    """A deep copy of ``metric`` that does not copy its (possibly large) state or caches."""
+    """A deep copy of ``metric`` (and of its sub-metrics) that does not copy their state, caches or taps."""
     memo: dict[int, Any] = {}
-    for name in metric._defaults:
-        value = getattr(metric, name)
-        memo[id(value)] = [] if isinstance(value, list) else value.detach().clone()
-    for name in ("_forward_cache", "_computed", "_cache"):
-        value = metric.__dict__.get(name)
-        if value is not None:
-            memo[id(value)] = None
-    reset = metric.__dict__.get("reset")
-    if reset is not None:
-        memo[id(reset)] = None
+    nodes = [m for m in metric.modules() if isinstance(m, Metric)]
+    for node in nodes:
+        for name in node._defaults:
+            value = getattr(node, name)
+            memo[id(value)] = [] if isinstance(value, list) else value.detach().clone()
+        for name in ("_forward_cache", "_computed", "_cache", "_lml_compute", "_lml_forward"):
+            value = node.__dict__.get(name)
+            if value is not None:
+                memo[id(value)] = None
+        for name in ("reset", "compute", "forward"):
+            value = node.__dict__.get(name)
+            if isinstance(value, (_ResetTap, _ResultTap)):
+                memo[id(value)] = None
     shadow = copy.deepcopy(metric, memo)
-    shadow.__dict__.pop("reset", None)
+    for node in shadow.modules():
+        if isinstance(node, Metric):
+            for name in ("reset", "forward"):
+                if name in node.__dict__ and node.__dict__[name] is None:
+                    del node.__dict__[name]
+            if "compute" in node.__dict__ and node.__dict__["compute"] is None:
+                node.__dict__["compute"] = node._wrap_compute(_bound(node, "compute"))
     return shadow
 
 
@@ -333,11 +535,11 @@ class TensorLedger:
 
     def add(self, value: Any, batch_size: int) -> None:
         if isinstance(value, Tensor):
-            value = value.detach()  # never keep the autograd graph alive
-            # inference-mode tensors (validate/test) keep no version counter
-            self._buf.append((value, batch_size, -1 if value.is_inference() else value._version))
-        else:
-            self._buf.append((value, batch_size, -1))
+            # The value as logged: user code may change the tensor in place afterwards (an accumulator, an
+            # EMA, a rescale). Lightning keeps its own copy for the same reason; this is a device-side copy
+            # of one element, no host sync.
+            value = value.detach().clone()
+        self._buf.append((value, batch_size, -1))
         self.count += 1
         if len(self._buf) >= _FOLD_EVERY:
             self._fold()
@@ -346,9 +548,6 @@ class TensorLedger:
         buf, self._buf = self._buf, []
         if not buf:
             return
-        for v, _, ver in buf:
-            if ver >= 0 and v._version != ver:
-                self.reason = "a logged tensor was modified in place after self.log; its value is unknowable"
         tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v, _, _ in buf]
         bs = [b for _, b, _ in buf]
         device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))

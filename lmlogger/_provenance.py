@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -52,17 +53,12 @@ class Classified(NamedTuple):
     metric: Metric | None = None
     attribute: str | None = None
     by_value: bool = False  # matched by value (a Python number), not by identity
+    index: tuple[Any, ...] | None = None  # an element of the result: a dict key or a tensor index
 
 
 _PLAIN = Classified(TENSOR)
-
-
-def pick(matches: list[Classified], claimed: set[int]) -> Classified:
-    """Among value matches, prefer a metric no other key is bound to by identity."""
-    for match in matches:
-        if id(match.metric) not in claimed:
-            return match
-    return matches[0]
+#: Samples of a Python number kept per key for the value comparison at epoch end (first and latest).
+_EVIDENCE_SAMPLES = 8
 
 
 @dataclass
@@ -70,29 +66,81 @@ class PendingNumber:
     """A Python number whose origin needs a value comparison with a device tensor.
 
     Comparing at log time would synchronise the device, so the candidates (the tensor objects
-    themselves, as they were when logged) are kept, one set per key, the latest, and resolved at
-    epoch end.
+    themselves, as they were when logged) are kept and compared at epoch end.
     """
 
     value: float
     candidates: list[tuple[str, Metric, str, Tensor]]
 
+
+class NumberEvidence:
+    """The numbers one key logged in one epoch (a bounded sample of steps) and their candidate results.
+
+    A number is taken for a metric's ``compute()``/``forward()`` value only on real evidence: it equalled
+    the same metric's result at every sampled step, at two or more steps whose value is not a whole
+    number (an accuracy of 1.0 on a one-sample batch equals any count), and no other key is bound to that
+    metric by identity.
+    """
+
+    __slots__ = ("samples", "seen")
+
+    def __init__(self) -> None:
+        self.samples: list[PendingNumber] = []
+        self.seen = 0
+
+    def add(self, pending: PendingNumber) -> None:
+        if len(self.samples) < _EVIDENCE_SAMPLES:
+            self.samples.append(pending)
+        else:  # keep the first half, rotate the latest through the second half
+            half = _EVIDENCE_SAMPLES // 2
+            self.samples[half + self.seen % half] = pending
+        self.seen += 1
+
     def resolve(self, claimed: set[int]) -> Classified:
-        matches = [
-            Classified(kind, metric, attribute, by_value=True)
-            for kind, metric, attribute, tensor in self.candidates
-            if float(tensor) == self.value
-        ]
-        return pick(matches, claimed) if matches else _PLAIN
+        consistent: dict[tuple[str, int], Classified] | None = None
+        informative = 0
+        for sample in self.samples:
+            matched = {
+                (kind, id(metric)): Classified(kind, metric, attribute, by_value=True)
+                for kind, metric, attribute, tensor in sample.candidates
+                if float(tensor) == sample.value
+            }
+            consistent = matched if consistent is None else {k: v for k, v in consistent.items() if k in matched}
+            if math.isfinite(sample.value) and not float(sample.value).is_integer():
+                informative += 1
+            if not consistent:
+                return _PLAIN
+        if consistent is None or self.seen < 2 or informative < 2:
+            return _PLAIN
+        for match in consistent.values():
+            if id(match.metric) not in claimed:
+                return match
+        return _PLAIN
+
+
+def _element_index(view: Tensor, base: Tensor) -> tuple[int, ...] | None:
+    """The index of the one-element ``view`` inside ``base`` (both share storage), from offsets only."""
+    if not base.is_contiguous():
+        return None
+    offset = view.storage_offset() - base.storage_offset()
+    if offset < 0 or offset >= base.numel():
+        return None
+    index = []
+    for size in reversed(base.shape):
+        index.append(offset % size)
+        offset //= size
+    return tuple(reversed(index))
 
 
 def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -> Classified | PendingNumber:
     """Classify ``value`` against the module's metrics ``[(attribute, metric), ...]``.
 
     Tensors are matched by identity with ``Metric._computed`` (the cached ``compute()`` result) and
-    ``Metric._forward_cache`` (the last ``forward()`` result): no value is read, no device sync.
+    ``Metric._forward_cache`` (the last ``forward()`` result), or with the last results of a wrapper
+    metric; an element of such a result (``compute()[1]``, a value of a ``ClasswiseWrapper`` dict) is
+    traced through its view's base, to the element. No value is read, no device sync.
     Python numbers (``.item()`` of a result) are compared by value at epoch end
-    (:class:`PendingNumber`), never on the step's hot path.
+    (:class:`NumberEvidence`), never on the step's hot path; integers are counts, never metric values.
     """
     if isinstance(value, Metric):
         attribute = next((name for name, m in metrics if m is value), None)
@@ -103,8 +151,34 @@ def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -
                 return Classified(METRIC_COMPUTE, metric, name)
             if metric._forward_cache is value:
                 return Classified(METRIC_FORWARD, metric, name)
+            extra = metric.__dict__
+            if "_lml_compute" in extra or "_lml_forward" in extra:
+                for kind, cached in (
+                    (METRIC_COMPUTE, extra.get("_lml_compute")),
+                    (METRIC_FORWARD, extra.get("_lml_forward")),
+                ):
+                    if cached is value:
+                        return Classified(kind, metric, name)
+                    if isinstance(cached, dict):
+                        for key, item in cached.items():
+                            if item is value:
+                                return Classified(kind, metric, name, index=(key,))
+        base = value._base
+        if base is not None and value.numel() == 1:
+            for name, metric in metrics:
+                extra = metric.__dict__
+                for kind, cached in (
+                    (METRIC_COMPUTE, metric._computed),
+                    (METRIC_FORWARD, metric._forward_cache),
+                    (METRIC_COMPUTE, extra.get("_lml_compute")),
+                    (METRIC_FORWARD, extra.get("_lml_forward")),
+                ):
+                    if isinstance(cached, Tensor) and (cached is base or cached._base is base):
+                        index = _element_index(value, cached)
+                        if index is not None:
+                            return Classified(kind, metric, name, index=index)
         return _PLAIN
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+    if isinstance(value, float) or (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)):
         # Reading a tensor's value now would be a host-device sync on GPU (and a read of the user's
         # tensors on every step): keep the candidates, compare at epoch end.
         pending = [
@@ -119,8 +193,24 @@ def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -
 
 
 def module_metrics(module: Any) -> list[tuple[str, Metric]]:
-    """Every ``Metric`` reachable as a submodule, with its attribute path (``val_metrics.BinaryF1Score``)."""
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, Metric) and name]
+    """Every ``Metric`` of the module, with its attribute path (``val_metrics.BinaryF1Score``).
+
+    Submodules first; then metrics kept where ``named_modules`` does not look: plain ``dict``/``list``
+    attributes of the module (``self.metrics = {"f1": BinaryF1Score()}``), one level deep.
+    """
+    found = [(name, m) for name, m in module.named_modules() if isinstance(m, Metric) and name]
+    seen = {id(m) for _, m in found}
+    for attr, value in vars(module).items():
+        if attr.startswith("_") or not isinstance(value, (dict, list, tuple)):
+            continue
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(item, Metric) and id(item) not in seen:
+                for sub_name, sub in item.named_modules():
+                    if isinstance(sub, Metric) and id(sub) not in seen:
+                        seen.add(id(sub))
+                        found.append((f"{attr}[{key!r}]" + (f".{sub_name}" if sub_name else ""), sub))
+    return found
 
 
 def reduce_name(meta: Any) -> str:

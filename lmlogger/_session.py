@@ -15,22 +15,35 @@ the sinks of every VerifiedLogger on the trainer.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
+from torch.nn import ModuleDict, ModuleList
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.wrappers import MinMaxMetric, Running
 
 from lmlogger import _intercept
+from lmlogger._derivation import derivation, user_frame
 from lmlogger._distributed import Exchange
 from lmlogger._errors import MismatchError, warn_user
 from lmlogger._gap import format_gap, relative_gap
-from lmlogger._ledger import MetricTap, Owner, TensorLedger, accumulation_allowance, reduce_states
+from lmlogger._ledger import (
+    MetricTap,
+    Owner,
+    TensorLedger,
+    accumulation_allowance,
+    reduce_states,
+    stateful_children,
+)
 from lmlogger._provenance import (
     METRIC_OBJECT,
     TENSOR,
     Classified,
+    NumberEvidence,
     PendingNumber,
     classify,
     is_step_hook,
@@ -48,6 +61,8 @@ if TYPE_CHECKING:
 
 
 _LOG_SIGNATURE = inspect.signature(LightningModule.log)
+# Frames to step over to reach the user's ``self.log`` call site: lmlogger's own and LightningModule's.
+_SKIP_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, inspect.getfile(LightningModule))
 
 
 @dataclass
@@ -69,9 +84,9 @@ class Session:
         self.trackers: dict[str, KeyTracker | None] = {}
         self.metrics = module_metrics(module)
         self.taps: dict[int, MetricTap] = {}
-        for attribute, metric in self.metrics:
-            self._tap(metric, attribute)
         self.owner: Owner | None = None
+        self.dl: int | None = None  # the evaluation dataloader running now
+        self._tap_all(adopt=False)
         self.outer: Owner | None = None  # the training epoch a validation run interrupts
         self.eval_owner: Owner | None = None  # the validation/test window in progress
         self.capture: _Capture | None = None
@@ -84,12 +99,54 @@ class Session:
         self.callback = WindowCallback(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _tap(self, metric: Any, attribute: str | None) -> MetricTap:
+    def _tap(self, metric: Any, attribute: str | None, adopt: bool = True) -> MetricTap:
         tap = self.taps.get(id(metric))
         if tap is None:
-            tap = self.taps[id(metric)] = MetricTap(metric, attribute or type(metric).__name__)
+            module = self.module
+            tap = self.taps[id(metric)] = MetricTap(
+                metric, attribute or type(metric).__name__, hook_of=lambda: module._current_fx_name
+            )
             tap.install()
+            if adopt and self.owner is not None:
+                # first met in the middle of a window (created lazily, or kept where Lightning does not
+                # look): what it holds belongs to that window
+                tap.adopt(self.owner, self.dl)
         return tap
+
+    def _tap_all(self, adopt: bool) -> None:
+        """A tap for every metric of the module, except the pass-through ``base_metric`` of ``Running``."""
+        inner: set[int] = set()
+        for _, metric in self.metrics:
+            if isinstance(metric, Running):
+                inner.update(id(m) for m in metric.base_metric.modules())
+        for attribute, metric in self.metrics:
+            if id(metric) not in inner:
+                self._tap(metric, attribute, adopt)
+
+    def _metric_roots(self) -> set[str]:
+        """Attributes of the module that are metrics or containers of metrics only (``self.f1``,
+        ``self.val_metrics[i]``): a call of one of them is a metric's forward(). A model that merely
+        holds metrics somewhere inside (``self.model``) is not one."""
+        roots = set()
+        for name in {n.split(".", 1)[0].split("[", 1)[0] for n, _ in self.metrics}:
+            value = getattr(self.module, name, None)
+            if isinstance(value, (Metric, MetricCollection)):
+                roots.add(name)
+            elif isinstance(value, (dict, ModuleDict)):
+                if all(isinstance(v, (Metric, MetricCollection)) for v in value.values()):
+                    roots.add(name)
+            elif isinstance(value, (list, tuple, ModuleList)) and all(
+                isinstance(v, (Metric, MetricCollection)) for v in value
+            ):
+                roots.add(name)
+        return roots
+
+    def _refresh_metrics(self) -> None:
+        """Look for metrics made after the run started (in ``setup``, lazily in the first step)."""
+        metrics = module_metrics(self.module)
+        if [id(m) for _, m in metrics] != [id(m) for _, m in self.metrics]:
+            self.metrics = metrics
+            self._tap_all(adopt=True)
 
     def start(self, late: bool = False) -> None:
         self.trainer.callbacks.insert(0, self.callback)
@@ -151,26 +208,39 @@ class Session:
             storage_key += f".{dl}"
         tracker = self.trackers.get(storage_key, False)
         if tracker is False:
+            self._refresh_metrics()
             tracker = self.trackers[storage_key] = self._new_tracker(results, storage_key)
         if tracker is None:
             return
         tracker.active = True
 
         classified = classify(value, self.metrics, self.claimed)
-        if isinstance(classified, PendingNumber):
-            tracker.pending = classified
+        plain = isinstance(classified, PendingNumber) or classified.kind == TENSOR
+        if isinstance(classified, PendingNumber) or (tracker.evidence is not None and classified.kind == TENSOR):
+            if tracker.evidence is None:
+                tracker.evidence = NumberEvidence()
+            tracker.evidence.add(classified if isinstance(classified, PendingNumber) else PendingNumber(0.0, []))
             if tracker.kind is None:
                 tracker.kind = TENSOR
         else:
-            tracker.pending = None
-            if classified.kind != tracker.kind or classified.metric is not tracker.metric:
+            tracker.evidence = None
+            if (
+                classified.kind != tracker.kind
+                or classified.metric is not tracker.metric
+                or classified.index != tracker.index
+            ):
                 tracker.kind, tracker.metric = classified.kind, classified.metric
-                tracker.attribute = classified.attribute
+                tracker.attribute, tracker.index = classified.attribute, classified.index
                 if classified.metric is not None:
                     if not classified.by_value:
                         self.claimed.add(id(classified.metric))
                     tap = self._tap(classified.metric, classified.attribute)
                     tracker.attribute = tracker.attribute or tap.attribute
+        if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
+            tracker.derived_checked = True  # once per key: read the call site's source, never per step
+            frame = user_frame(_SKIP_FILES)
+            if frame is not None:
+                tracker.derived = derivation(frame, tracker.name, self._metric_roots())
 
         batch_size = kwargs.get("batch_size")
         if batch_size is None:
@@ -183,7 +253,7 @@ class Session:
         if tracker.batch_size is None:
             tracker.batch_size, tracker.batch_size_source = int(batch_size), source
 
-        if tracker.on_epoch and tracker.kind == TENSOR:
+        if tracker.on_epoch and plain:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
             tracker.ledger.add(value, int(batch_size))
@@ -233,8 +303,17 @@ class Session:
     # -- windows ------------------------------------------------------------------------------
     def begin(self, owner: Owner) -> None:
         self.owner = owner
+        self.dl = None
         for tap in self.taps.values():
             tap.switch(owner, begins=True)
+
+    def switch_dataloader(self, dl: int | None) -> None:
+        """The evaluation loop started a batch of dataloader ``dl`` (Lightning computes the epoch values of
+        the keys logged with the previous dataloader when it moves on)."""
+        if dl != self.dl:
+            self.dl = dl
+            for tap in self.taps.values():
+                tap.switch_dataloader(dl)
 
     def end(self, owner: Owner) -> None:
         """Lightning is about to compute the epoch values of ``owner``."""
@@ -246,6 +325,7 @@ class Session:
 
     def resume(self, owner: Owner | None) -> None:
         self.owner = owner
+        self.dl = None
         for tap in self.taps.values():
             tap.switch(owner)
 
@@ -284,19 +364,21 @@ class Session:
     def _verify(self, owner: Owner, trackers: list[KeyTracker], capture: _Capture | None) -> list:
         opts = self.options
         for tracker in trackers:
-            if tracker.pending is not None:
-                resolved: Classified = tracker.pending.resolve(self.claimed)
-                tracker.pending = None
-                tracker.kind, tracker.metric, tracker.attribute = (
-                    resolved.kind,
-                    resolved.metric,
-                    resolved.attribute,
-                )
+            if tracker.evidence is not None:
+                resolved: Classified = tracker.evidence.resolve(self.claimed)
+                tracker.evidence = None
+                tracker.kind, tracker.metric = resolved.kind, resolved.metric
+                tracker.attribute, tracker.index = resolved.attribute, resolved.index
         # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
         # Local states are built defensively so that every rank always reaches the collective.
-        metric_taps = {
-            self.taps[id(t.metric)].attribute: self.taps[id(t.metric)] for t in trackers if t.metric is not None
-        }
+        metric_taps: dict[str, MetricTap] = {}
+        for tracker in trackers:
+            if tracker.metric is None or id(tracker.metric) not in self.taps:
+                continue
+            for metric in (tracker.metric, *(m for _, m in stateful_children(tracker.metric))):
+                tap = self.taps.get(id(metric))
+                if tap is not None:
+                    metric_taps[tap.attribute] = tap
         try:
             local_tensor = {t.storage_key: t.ledger.state() for t in trackers if t.on_epoch and t.ledger is not None}
             local_pieces = {}
@@ -309,21 +391,13 @@ class Session:
         local_values = dict(capture.values) if capture is not None else {}
         gathered_tensor, gathered_pieces, values = self.exchange.gather(local_tensor, local_pieces, local_values)
 
-        references: dict[str, tuple[float | None, str | None]] = {}
-        for attribute, tap in metric_taps.items():
-            state, count, reason = tap.merge(gathered_pieces.get(attribute, []))
-            if state is None:
-                references[attribute] = (None, reason)
-                continue
-            try:
-                value = tap.compute(state, count)
-            except Exception as err:
-                references[attribute] = (
-                    None,
-                    f"compute() of the epoch state raised {type(err).__name__}: {err}",
-                )
-                continue
-            references[attribute] = _scalar(value)
+        references: dict[tuple[int, int | None], tuple[Any, str | None]] = {}
+
+        def reference_of(metric: Any, dl: int | None) -> tuple[Any, str | None]:
+            cache_key = (id(metric), dl)
+            if cache_key not in references:
+                references[cache_key] = self._metric_reference(metric, dl, gathered_pieces)
+            return references[cache_key]
 
         records = []
         world = self.exchange.world_size
@@ -332,7 +406,18 @@ class Session:
                 continue
             logged, step = values.get(tracker.epoch_key, (None, None))
             floor = 0.0
-            if tracker.kind == TENSOR:
+            tap = self.taps.get(id(tracker.metric)) if tracker.metric is not None else None
+            window = tap.window(owner) if tap is not None else None
+            derived = tracker.derived if tracker.kind == TENSOR else None
+            if derived is not None:
+                what = "per-batch" if derived.forward else "running"
+                reference, reason = (
+                    None,
+                    f"`{tracker.name}` is computed from `{derived.source}` and logged with on_epoch=True from "
+                    f"{tracker.hook}: its epoch value reduces {what} values, and lmlogger cannot recompute "
+                    "the epoch value of an arithmetic on them",
+                )
+            elif tracker.kind == TENSOR:
                 if tracker.reduce not in ("mean", "sum", "max", "min"):
                     reference, reason = (
                         None,
@@ -342,12 +427,21 @@ class Session:
                     states = gathered_tensor.get(tracker.storage_key, [])
                     reference, reason = reduce_states(states)
                     floor = accumulation_allowance(states)
+            elif tap is None:
+                reference, reason = None, "metric not tracked"
+            elif isinstance(tracker.metric, MinMaxMetric) and tracker.index in (("max",), ("min",)):
+                reference, reason = (
+                    None,
+                    "MinMaxMetric's max/min follow every compute() call of the run, not one epoch's state",
+                )
             else:
-                tap_attr = self.taps[id(tracker.metric)].attribute if id(tracker.metric) in self.taps else None
-                reference, reason = references.get(tap_attr, (None, "metric not tracked"))
+                dl = tracker.dataloader_idx if tracker.phase in ("val", "test") else None
+                value, reason = reference_of(tracker.metric, dl)
+                reference, reason = (None, reason) if reason is not None else _scalar(value, tracker.index)
             if self.failed_internally:
                 reference, reason = None, self.failed_internally
-            tap = self.taps.get(id(tracker.metric)) if tracker.metric is not None else None
+            phases = tap.phases_updated - {"sanity"} if tap is not None else set()
+            shared_dl = tap is not None and len(tap.dls_updated.get(tracker.phase, ())) > 1
             facts = Facts(
                 name=tracker.name,
                 kind=tracker.kind or TENSOR,
@@ -357,10 +451,21 @@ class Session:
                 on_epoch=tracker.on_epoch,
                 attribute=tracker.attribute,
                 phase=tracker.phase,
-                carried=tap.carried(owner) if tap is not None else 0,
-                shared=tap is not None and len(tap.phases_updated - {"sanity"}) > 1,
+                carried=self._carried(tracker.metric, owner),
+                shared=len(phases) > 1 or shared_dl,
+                shared_dataloaders=shared_dl and len(phases) <= 1,
                 stale=tracker.stale,
                 rank_local=world > 1 and tracker.kind == TENSOR and not tracker.sync_dist,
+                reset_before_log=bool(
+                    window is not None
+                    and window.reset_after_end
+                    and tracker.kind == METRIC_OBJECT
+                    and (tracker.phase == "train" or not tracker.step_hook)
+                ),
+                reset_hooks=tuple(sorted(tap.reset_hooks)) if tap is not None else (),
+                index=tracker.index,
+                derived_source=derived.source if derived is not None else None,
+                derived_epoch_expression=derived.epoch_expression if derived is not None else None,
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
@@ -379,6 +484,49 @@ class Session:
                 )
             )
         return records
+
+    def _carried(self, metric: Any, owner: Owner) -> int:
+        """Updates from before ``owner`` in the state at its end, for the metric and its sub-metrics."""
+        if metric is None:
+            return 0
+        carried = 0
+        for node in (metric, *(m for _, m in stateful_children(metric))):
+            tap = self.taps.get(id(node))
+            if tap is not None:
+                carried = max(carried, tap.carried(owner))
+        return carried
+
+    def _metric_reference(self, metric: Any, dl: int | None, gathered: dict[str, list[Any]]) -> tuple[Any, str | None]:
+        """``compute()`` of the epoch state of ``metric`` (and of its sub-metrics), for dataloader ``dl``."""
+
+        def pieces_of(tap: MetricTap) -> list[Any]:
+            return [p for p in gathered.get(tap.attribute, []) if dl is None or p.dl == dl]
+
+        tap = self.taps[id(metric)]
+        children = [(path, child) for path, child in stateful_children(metric) if child._defaults]
+        state, count, reason = tap.merge(pieces_of(tap))
+        if state is None and (pieces_of(tap) or not children):
+            return None, reason
+        child_states: dict[str, tuple[dict[str, Any] | None, int]] = {}
+        for path, child in children:
+            child_tap = self.taps.get(id(child))
+            if child_tap is None:
+                return None, f"sub-metric `{path}` of `{tap.attribute}` is not tracked"
+            if not pieces_of(child_tap):
+                child_states[path] = ({}, 0)  # not updated this epoch: its default state
+                continue
+            child_state, child_count, child_reason = child_tap.merge(pieces_of(child_tap))
+            if child_state is None:
+                return None, child_reason
+            child_states[path] = (child_state, child_count)
+        if children and not any(n for _, n in child_states.values()):
+            return None, "the metric received no updates in this epoch"
+        if state is None:
+            state, count = {}, max(n for _, n in child_states.values())
+        try:
+            return tap.compute(state, count, child_states), None
+        except Exception as err:
+            return None, f"compute() of the epoch state raised {type(err).__name__}: {err}"
 
     def _report(self, records: list[VerificationRecord]) -> None:
         mismatches = [r for r in records if r.verdict == "mismatch"]
@@ -413,7 +561,12 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
-def _scalar(value: Any) -> tuple[float | None, str | None]:
+def _scalar(value: Any, index: tuple[Any, ...] | None = None) -> tuple[float | None, str | None]:
+    if index is not None:
+        try:
+            value = value[index[0]] if isinstance(value, dict) else value[index]
+        except (KeyError, IndexError, TypeError) as err:
+            return None, f"the epoch result has no element {index!r} ({type(err).__name__})"
     if isinstance(value, Tensor) and value.numel() == 1:
         return float(value.detach().double().cpu()), None
     if isinstance(value, (int, float)):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmlogger._ledger import TensorLedger
-from lmlogger._provenance import TENSOR, PendingNumber
+from lmlogger._provenance import TENSOR, NumberEvidence
 from lmlogger._records import ProvenanceRecord
 
 
@@ -29,7 +29,10 @@ class KeyTracker:
     kind: str | None = None
     metric: Any = None
     attribute: str | None = None
-    pending: PendingNumber | None = None
+    index: tuple[Any, ...] | None = None  # the element of the metric's result that was logged
+    evidence: NumberEvidence | None = None  # Python numbers logged this epoch, for the value comparison
+    derived: Any = None  # a Derivation when the value is computed from a metric result (read once)
+    derived_checked: bool = False
     batch_size: int | None = None
     batch_size_source: str = "default"
     ledger: TensorLedger | None = None

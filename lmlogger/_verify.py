@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT
 
@@ -29,6 +30,12 @@ class Facts:
     shared: bool = False
     stale: bool = False
     rank_local: bool = False
+    shared_dataloaders: bool = False  # the sharing is between dataloaders of one phase
+    reset_before_log: bool = False
+    reset_hooks: tuple[str, ...] = ()  # hooks in which user code resets the metric
+    index: tuple[Any, ...] | None = None  # an element of the metric's result was logged
+    derived_source: str | None = None  # the value is computed from this metric result
+    derived_epoch_expression: str | None = None
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -50,8 +57,12 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
             found.append("running-value-averaged")
         if facts.kind == METRIC_FORWARD and facts.on_epoch and facts.step_hook:
             found.append("batch-values-averaged")
+        if facts.reset_before_log:
+            found.append("reset-before-log")
+    if facts.derived_source is not None and facts.step_hook and facts.on_epoch:
+        found.append("derived-value")
     # a forward() value is batch-local: state carried in from earlier epochs does not reach it
-    if facts.carried and facts.kind in (METRIC_OBJECT, METRIC_COMPUTE):
+    if facts.carried and facts.kind in (METRIC_OBJECT, METRIC_COMPUTE) and not facts.reset_before_log:
         found.append("state-carried-over")
     if facts.rank_local:
         found.append("rank-local")
@@ -62,21 +73,66 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
     return found
 
 
+#: Hooks that run before Lightning computes a logged metric object's epoch value (training): a reset
+#: there empties the state Lightning is about to compute.
+_EARLY_RESET_HOOKS = ("on_train_epoch_end",)
+
+
+def _index_text(index: tuple[Any, ...]) -> str:
+    if len(index) == 1:
+        return f"[{index[0]!r}]"
+    return "[" + ", ".join(str(i) for i in index) + "]"
+
+
 def fix_for(facts: Facts, findings: list[str]) -> str | None:
-    """A concrete change to the user's code for the first finding that has one."""
+    """A concrete change to the user's code for the first finding that has one.
+
+    Every fix is one that works when applied as printed, including with the module's own resets: logging
+    the metric object from a training step is only right without a ``reset()`` in ``on_train_epoch_end``
+    (Lightning computes the object after that hook, and resets it itself).
+    """
     attr = f"self.{facts.attribute}" if facts.attribute else "self.<metric>"
     name = facts.name
+    epoch_hook = f"on_{_hook_phase(facts.phase)}_epoch_end"
+    early = [h for h in facts.reset_hooks if h in _EARLY_RESET_HOOKS] if facts.phase == "train" else []
+    remove = (
+        f"; and remove the `{attr}.reset()` in `{early[0]}`: Lightning resets logged metric objects itself"
+        if early
+        else ""
+    )
     for code in findings:
         if code in ("running-value-averaged", "batch-values-averaged"):
+            if facts.index is not None:
+                return (
+                    f'self.log("{name}", {attr}.compute(){_index_text(facts.index)}) in {epoch_hook}, once per '
+                    f"epoch, before {attr}.reset()"
+                )
             on_step = "True" if (facts.on_step and code == "batch-values-averaged") else "False"
-            return f'self.log("{name}", {attr}, on_epoch=True, on_step={on_step})'
+            text = f'self.log("{name}", {attr}, on_epoch=True, on_step={on_step})'
+            if code == "batch-values-averaged" and facts.on_step:
+                text = f"{attr}(preds, target) (forward, for the step value), then {text}"
+            return text + remove
+        if code == "reset-before-log":
+            hook = early[0] if early else epoch_hook
+            return (
+                f'remove the `{attr}.reset()` in `{hook}` and keep self.log("{name}", {attr}): Lightning computes '
+                "a logged metric object after that hook and resets it itself"
+            )
+        if code == "derived-value":
+            expression = facts.derived_epoch_expression or f"{facts.derived_source}"
+            return f'self.log("{name}", {expression}) in {epoch_hook}, once per epoch, before the metric\'s reset()'
         if code == "state-carried-over":
             if facts.kind == METRIC_OBJECT:
                 return f'{attr}.reset() at the start of each epoch, or log it only with self.log("{name}", {attr})'
-            return f"{attr}.reset() in on_{_hook_phase(facts.phase)}_epoch_end, right after logging {name!r}"
+            return f"{attr}.reset() in {epoch_hook}, right after logging {name!r}"
         if code == "rank-local":
             return f'self.log("{name}", ..., sync_dist=True)'
         if code == "shared-metric":
+            if facts.shared_dataloaders:
+                return (
+                    f"use one metric instance per dataloader (e.g. an nn.ModuleList: "
+                    f'{attr}[dataloader_idx].update(...) and self.log("{name}", {attr}[dataloader_idx]))'
+                )
             return f"use one metric instance per phase (e.g. self.train_{_short(attr)} and self.val_{_short(attr)})"
         if code == "stale-step-value":
             return f'call {attr}(preds, target) (forward) before self.log("{name}", {attr}, on_step=True)'

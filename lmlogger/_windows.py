@@ -108,6 +108,18 @@ class WindowCallback(Callback):
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._eval_start(trainer, "val")
 
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if dataloader_idx != self.session.dl:
+            self._guard("switching dataloaders", self.session.switch_dataloader, dataloader_idx)
+
+    def on_test_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if dataloader_idx != self.session.dl:
+            self._guard("switching dataloaders", self.session.switch_dataloader, dataloader_idx)
+
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_epoch_end(trainer)
 

@@ -133,8 +133,9 @@ def test_metric_collection_objects_and_forward_dicts(tmp_path):
     del logger
 
 
-def test_value_not_from_a_metric_is_tensor(tmp_path):
-    """A hand-made ratio derived from a metric result is a plain tensor, not metric_compute."""
+def test_value_derived_from_a_metric_result_is_flagged(tmp_path):
+    """A hand-made ratio derived from a compute() result is a plain tensor whose epoch value reduces running
+    values: never a silent match, but `unverified` with `derived-value` and a fix that works per epoch."""
     from helpers import KitchenSink as Base
 
     class Scaled(Base):
@@ -147,7 +148,11 @@ def test_value_not_from_a_metric_is_tensor(tmp_path):
     logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")
     trainer(logger, tmp_path, max_epochs=1, limit_val_batches=0).fit(Scaled(), loader())
     assert provenance(logger.log_dir)["f1_percent"]["kind"] == "tensor"
-    assert lmlogger.audit(logger.log_dir).by_key()["f1_percent"].verdict == "match"
+    key = lmlogger.audit(logger.log_dir).by_key()["f1_percent"]
+    assert key.verdict == "unverified"
+    assert key.findings == ["derived-value"]
+    assert "self.f1_c.compute()" in key.reason
+    assert key.fix.startswith('self.log("f1_percent", self.f1_c.compute() * 100) in on_train_epoch_end')
     del logger
 
 

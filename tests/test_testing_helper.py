@@ -89,7 +89,7 @@ def test_mismatch_message_lists_key_values_finding_and_fix(tmp_path):
         assert abs(epoch.logged - epoch.reference) > 1e-4  # the values shown really differ
     assert lines[6] == "    ... and 1 more epoch(s)"
     assert lines[7] == f"    finding running-value-averaged: {FINDINGS['running-value-averaged']}"
-    assert lines[8] == '    fix: self.log("f1_running", self.f1_running, on_epoch=True, on_step=False)'
+    assert lines[8].startswith('    fix: self.log("f1_running", self.f1_running, on_epoch=True, on_step=False)')
     assert len(lines) == 9  # the matching keys f1 and loss are not listed
     del t, logger
 

@@ -64,7 +64,8 @@ def audit(
     for path in sidecars:
         run_dir = os.path.dirname(os.path.dirname(path))
         report, records = run_report(run_dir, path, rtol=rtol, atol=atol)
-        report.problems.extend(cross_check(run_dir, report))
+        metric_prefix = records[0].run.get("metric_prefix") if isinstance(records[0].run, dict) else None
+        report.problems.extend(cross_check(run_dir, report, metric_prefix if isinstance(metric_prefix, str) else ""))
         # The same run can sit twice below a folder (the local sidecar and a tracker's own copy of it:
         # MLflow's local artifact store, W&B's run files): audit it once, keeping the copy that holds more.
         identity = json.dumps([records[0].logger, records[0].run], sort_keys=True, default=str)

@@ -52,13 +52,17 @@ def read_tb_scalars(run_dir: str, keys: set[str], steps: set[int] | None = None)
     return read_scalars(paths, keys, steps)
 
 
-def cross_check(run_dir: str, report: RunReport) -> list[str]:
-    """Disagreements between the sidecar's logged epoch values and the backend store."""
+def cross_check(run_dir: str, report: RunReport, metric_prefix: str = "") -> list[str]:
+    """Disagreements between the sidecar's logged epoch values and the backend store.
+
+    ``metric_prefix`` is the wrapped logger's own ``prefix=`` with its join character (``"exp-"``): the
+    store holds each key under that name.
+    """
     wanted: dict[str, list[Any]] = {}
     for key in report.keys:
         for epoch in key.epochs:
             if epoch.logged is not None and epoch.step is not None:
-                wanted.setdefault(key.key, []).append(epoch)
+                wanted.setdefault(metric_prefix + key.key, []).append(epoch)
     if not wanted:
         return []
     store: dict[str, dict[int, float]] | None = None

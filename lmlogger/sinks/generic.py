@@ -74,6 +74,8 @@ class GenericSink:
             "version": _plain(getattr(self.logger, "version", None)),
             "save_dir": _plain(getattr(self.logger, "save_dir", None)),
             "log_dir": self.run_dir,
+            # the wrapped logger's own `prefix=` renames every key it stores (`exp-f1`): readers need it
+            "metric_prefix": metric_prefix_of(self.logger),
         }
 
     # -- sidecar ------------------------------------------------------------------------------
@@ -143,6 +145,12 @@ class GenericSink:
             self.logger.log_metrics(metrics, step)
         if by_step:
             self.logger.save()
+
+
+def metric_prefix_of(logger: Any) -> str:
+    """A Lightning logger's ``prefix=`` with the join character Lightning puts after it (``"exp-"``), or ``""``."""
+    prefix = getattr(logger, "_prefix", "") or ""
+    return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}" if isinstance(prefix, str) and prefix else ""
 
 
 def _plain(value: Any) -> Any:

@@ -43,7 +43,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
 from lmlogger._versions import versions
-from lmlogger.sinks.generic import GenericSink
+from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
 ARTIFACT_DIR = "lmlogger"
 ARTIFACT_PATH = "lmlogger/provenance.jsonl"
@@ -97,12 +97,6 @@ def reference_name(key: str, prefix: str, metric_prefix: str = "") -> tuple[str,
     clean_prefix = _LIGHTNING_REMOVES.sub("", metric_prefix)
     body = fit_name(_LIGHTNING_REMOVES.sub("", prefix + key), MAX_KEY_LENGTH - len(clean_prefix), prefix + key)
     return body, clean_prefix + body
-
-
-def metric_prefix_of(logger: Any) -> str:
-    """``MLFlowLogger(prefix=...)`` with the join character Lightning puts after it."""
-    prefix = getattr(logger, "_prefix", "") or ""
-    return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}" if prefix else ""
 
 
 def redact(uri: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger._records import ProvenanceRecord, VerificationRecord
-from lmlogger.sinks.generic import GenericSink
+from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
@@ -36,11 +36,6 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def chart_title(key: str, prefix: str) -> str:
-    """The title of a key's multi-line chart: both tags it draws, so that the chart names its lines."""
-    return f"{key} (logged) vs {prefix}{key} (reference)"
-
-
 class TensorBoardSink(GenericSink):
     """Sidecar + reference scalars + text table + custom-scalars layout."""
 
@@ -50,6 +45,7 @@ class TensorBoardSink(GenericSink):
         self.latest: dict[str, VerificationRecord] = {}
         self.worst: dict[str, VerificationRecord] = {}
         self.charted: set[str] = set()
+        self.stored = metric_prefix_of(self.logger)  # TensorBoardLogger(prefix=...) renames the tags
 
     def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None:
         super().write(provenance, records)
@@ -74,9 +70,16 @@ class TensorBoardSink(GenericSink):
         """The custom-scalars layout for every key charted so far."""
         lines, gaps = {}, {}
         for key in sorted(self.charted):
-            reference = self.prefix + key
-            lines[chart_title(key, self.prefix)] = ["Multiline", [f"^{re.escape(key)}$", f"^{re.escape(reference)}$"]]
-            gaps[f"{key}: reference (line), gap to the logged value (band)"] = ["Margin", [reference, key, reference]]
+            # the tags as TensorBoard stores them: TensorBoardLogger(prefix=...) is put before both
+            logged, reference = self.stored + key, self.stored + self.prefix + key
+            lines[f"{logged} (logged) vs {reference} (reference)"] = [
+                "Multiline",
+                [f"^{re.escape(logged)}$", f"^{re.escape(reference)}$"],
+            ]
+            gaps[f"{logged}: reference (line), gap to the logged value (band)"] = [
+                "Margin",
+                [reference, logged, reference],
+            ]
         return {LAYOUT_CATEGORY: lines, GAP_CATEGORY: gaps}
 
     def table(self) -> str:
