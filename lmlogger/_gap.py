@@ -16,22 +16,26 @@ E = TypeVar("E")
 
 
 def relative_gap(logged: float | None, reference: float | None) -> float | None:
-    """``|logged - reference| / |reference|``; ``None`` when either is missing or not finite.
+    """``|logged - reference| / |reference|``; ``None`` when either is missing.
 
-    A reference of exactly 0 gives ``inf`` unless the logged value is 0 too.
+    The same rule as the audit's ``EpochReport.gap``: 0 when both are NaN or the same infinity, ``inf`` when
+    only one is NaN or infinite, or when the reference is 0 and the logged value is not.
     """
     if logged is None or reference is None:
         return None
-    if not (math.isfinite(logged) and math.isfinite(reference)):
-        return None
+    if math.isnan(logged) or math.isnan(reference):
+        return 0.0 if math.isnan(logged) and math.isnan(reference) else math.inf
+    if math.isinf(logged) or math.isinf(reference):
+        return 0.0 if logged == reference else math.inf
     diff = abs(logged - reference)
-    if reference == 0:
-        return 0.0 if diff == 0 else math.inf
-    return diff / abs(reference)
+    if diff == 0:
+        return 0.0
+    return diff / abs(reference) if reference != 0 else math.inf
 
 
 def worst_epoch(entries: Iterable[E]) -> E | None:
-    """The entry with the worst verdict and, among those, the largest relative gap (the first on ties).
+    """The entry with the worst verdict and, among those, the largest relative gap (the latest on ties, as the
+    audit's ``KeyReport.worst_epoch``).
 
     ``entries`` are any objects with ``verdict``, ``logged`` and ``reference`` (audit ``EpochReport``s,
     runtime ``VerificationRecord``s).
@@ -41,7 +45,7 @@ def worst_epoch(entries: Iterable[E]) -> E | None:
     for entry in entries:
         gap = relative_gap(entry.logged, entry.reference)  # type: ignore[attr-defined]
         rank = (VERDICT_RANK.get(entry.verdict, 0), -1.0 if gap is None else gap)  # type: ignore[attr-defined]
-        if best_rank is None or rank > best_rank:
+        if best_rank is None or rank >= best_rank:
             best, best_rank = entry, rank
     return best
 

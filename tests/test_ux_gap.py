@@ -22,7 +22,7 @@ def test_worst_epoch_is_the_worst_verdict_then_the_largest_gap():
     # a mismatch outranks a larger gap in an epoch that matched or could not be verified
     mixed = [epoch(0, 1.0, 2.0, "unverified"), epoch(1, 1.0, 1.01, "mismatch"), epoch(2, 5.0, 5.0, "match")]
     assert worst_epoch(mixed).epoch == 1
-    assert worst_epoch([epoch(0, 1.0, 1.0, "match"), epoch(1, 1.0, 1.0, "match")]).epoch == 0  # first on ties
+    assert worst_epoch([epoch(0, 1.0, 1.0, "match"), epoch(1, 1.0, 1.0, "match")]).epoch == 1  # latest on ties
     assert worst_epoch([]) is None
 
 
@@ -35,10 +35,12 @@ def test_worst_epoch_is_the_worst_verdict_then_the_largest_gap():
         (2.0, 1.0, "100 %"),
         (1.0, 0.0, "inf"),
         (None, 1.0, "-"),
-        (math.nan, 1.0, "-"),
-        (math.inf, 1.0, "-"),
+        (math.nan, 1.0, "inf"),
+        (math.nan, math.nan, "0 %"),
+        (math.inf, 1.0, "inf"),
+        (math.inf, math.inf, "0 %"),
     ],
 )
 def test_gap_text(logged, reference, text):
-    """Gaps read as percentages with two significant digits; missing or non-finite values have none."""
+    """Gaps read as percentages with two significant digits; NaN and infinities follow the audit's rule."""
     assert format_gap(relative_gap(logged, reference)) == text
