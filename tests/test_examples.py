@@ -67,17 +67,18 @@ def test_quickstart(tmp_path):
     assert lmlogger.audit(run_dir).summary == {"match": 2, "mismatch": 1, "unverified": 0}
 
 
-def readme_block(after):
-    """The lines of the README's code block that follow the line ``after``, up to the closing fence."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+def readme_block(after, page="README.md"):
+    """The lines of a page's code block that follow the line ``after``, up to the closing fence."""
+    with open(os.path.join(ROOT, page), encoding="utf-8") as fh:
         text = fh.read()
     start = text.index(after + "\n") + len(after) + 1
     return text[start : text.index("\n```", start)]
 
 
 def test_readme_shows_the_programs_real_output(tmp_path):
-    """The README's warning and audit table are what `python examples/quickstart.py --logdir logs` and
-    `lmlogger audit logs/quickstart/version_0` print, character for character."""
+    """The README's (and the docs' home page's) warning and audit table are what
+    `python examples/quickstart.py --logdir logs` and `lmlogger audit logs/quickstart/version_0` print,
+    character for character."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
     shutil.copytree(EXAMPLES, tmp_path / "examples")  # the README's relative path: examples/quickstart.py
     proc = subprocess.run(
@@ -88,12 +89,14 @@ def test_readme_shows_the_programs_real_output(tmp_path):
     warning = readme_block("```text")
     assert warning.startswith("/path/to/lmlogger/examples/quickstart.py:")
     assert warning.replace("/path/to/lmlogger/", f"{tmp_path}/") in proc.stderr
+    assert readme_block("```text", "docs/index.md") == warning
     audit = subprocess.run(
         [sys.executable, "-m", "lmlogger", "audit", "logs/quickstart/version_0"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert audit.returncode == 1
     assert readme_block("$ lmlogger audit logs/quickstart/version_0") == audit.stdout.rstrip("\n")
+    assert readme_block("$ lmlogger audit logs/quickstart/version_0", "docs/index.md") == audit.stdout.rstrip("\n")
 
 
 def test_lightning_cli_example(tmp_path):

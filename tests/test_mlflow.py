@@ -258,9 +258,10 @@ def test_run_tag_and_one_tag_per_key_carry_verdict_provenance_and_the_worst_gap(
     assert client.get_run(scenario.right.run_id).data.tags["lmlogger.verdict"] == "match"
     verdict, provenance, findings, worst, fix = key_fields(tags, "f1_compute")
     assert (verdict, provenance, findings) == ("mismatch", "metric_compute", "running-value-averaged")
-    assert fix == 'fix: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)'
-    # the worst epoch is named with its values and gap, and they are the audit's
+    # the fix is the audit's; the worst epoch is named with its values and gap, and they are the audit's
     local = lmlogger.audit(wrong.run_dir)
+    assert fix == f"fix: {local.by_key()['f1_compute'].fix}"
+    assert fix.startswith('fix: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)')
     epochs = local.by_key()["f1_compute"].epochs
     gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in epochs]
     worst_epoch = epochs[gaps.index(max(gaps))]
