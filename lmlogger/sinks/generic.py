@@ -127,9 +127,9 @@ class GenericSink:
             os.replace(partial, self.report_path)  # a reader never sees half a page
             return True
         except Exception as err:
-            from lightning.pytorch.utilities import rank_zero_warn
+            from lmlogger._errors import warn_user
 
-            rank_zero_warn(
+            warn_user(
                 f"lmlogger: could not write the HTML report {self.report_path} ({type(err).__name__}: {err}); "
                 f"the run's records are complete in {self.path} (`lmlogger audit {self.run_dir} --format html`)."
             )

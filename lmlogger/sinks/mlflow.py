@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
+from lmlogger._errors import warn_user
 from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
 from lmlogger._versions import versions
@@ -273,7 +274,7 @@ class MLflowSink(GenericSink):
     def _warn_once(self, what: str, why: str) -> None:
         if not self.warned:
             self.warned = True
-            rank_zero_warn(
+            warn_user(
                 f"lmlogger: could not {what} for MLflow run {self.run_id} at {redact(self.tracking_uri)} ({why}). "
                 "lmlogger's tags, reference metrics and artifact in MLflow may be incomplete; the local sidecar "
                 f"{self.path} keeps every record (audit it with `lmlogger audit {self.run_dir}`).",
@@ -314,7 +315,7 @@ class MLflowSink(GenericSink):
         names = self.names[key] = _Names(metric, reference_arg, reference, base)
         natural = self.metric_prefix + key
         if metric != natural or reference != self.metric_prefix + self.prefix + key or base != natural:
-            rank_zero_warn(
+            warn_user(
                 f"lmlogger: `{key}` is not a valid MLflow name as it is; in MLflow its reference metric is "
                 f"`{reference}` and its tag is `{KEY_TAG.format(base)}` (the {ARTIFACT_PATH} artifact "
                 "keeps the full key).",
@@ -380,7 +381,7 @@ class MLflowSink(GenericSink):
                 if key in existing:
                     self.protected.add(key)
                     del wanted[key]
-                    rank_zero_warn(
+                    warn_user(
                         f"lmlogger: MLflow run {self.run_id} already has the tag `{key}` = {existing[key]!r}, "
                         "not set by lmlogger; lmlogger leaves it as it is.",
                         category=UserWarning,

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_warn
-
+from lmlogger._errors import warn_user
 from lmlogger.sinks.generic import GenericSink
 
 
@@ -35,7 +34,7 @@ class WandbSink(GenericSink):
         try:
             self.logger.experiment.save(path, base_path=self.run_dir, policy=policy)
         except Exception as err:  # lmlogger's own extra call: never an exception into training
-            rank_zero_warn(
+            warn_user(
                 f"lmlogger: could not add {os.path.basename(path)} to the W&B run's files "
                 f"({type(err).__name__}: {err}); it is kept at {path}."
             )
