@@ -55,7 +55,7 @@ class GenericSink:
         self.prefix = vlogger.options.prefix
         self.run_dir = self._run_dir(trainer)
         self.path = os.path.join(self.run_dir, SIDECAR)
-        self.report_path = os.path.join(self.run_dir, REPORT)
+        self.report_path = report_path_of(self.path)
         self.stage = "unknown"
         self._key = self.run_key()
 
@@ -151,6 +151,14 @@ def metric_prefix_of(logger: Any) -> str:
     """A Lightning logger's ``prefix=`` with the join character Lightning puts after it (``"exp-"``), or ``""``."""
     prefix = getattr(logger, "_prefix", "") or ""
     return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}" if isinstance(prefix, str) and prefix else ""
+
+
+def report_path_of(sidecar: str) -> str:
+    """The HTML report beside a sidecar: ``lmlogger/report.html`` for ``lmlogger/provenance.jsonl`` (and
+    ``report-<suffix>.html`` for a ``provenance-<suffix>.jsonl`` of a second logger sharing the run dir)."""
+    folder, name = os.path.split(sidecar)
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+    return os.path.join(folder, stem.replace("provenance", "report", 1) + ".html")
 
 
 def _plain(value: Any) -> Any:
