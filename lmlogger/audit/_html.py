@@ -138,7 +138,7 @@ def _key_table(run: RunReport, index: int) -> str:
         "<tbody>",
     ]
     for n, key in enumerate(run.keys):
-        worst = worst_epoch(key.epochs)
+        worst = _worst(key)
         verdict = key.verdict or "step only"
         rows.append(
             "<tr>"
@@ -201,7 +201,7 @@ def _key_section(key: KeyReport, anchor: str) -> str:
         f'<section class="{css}" id="{anchor}" data-key="{escape(key.key)}">',
         f"<h3><code>{escape(key.key)}</code> {_badge(_css(verdict), verdict)}</h3>",
     ]
-    worst = worst_epoch(key.epochs)
+    worst = _worst(key)
     if worst is not None and key.verdict == "mismatch":
         out.append(
             f"<p>Worst at {escape(worst.phase)} epoch {worst.epoch}: logged <strong>{_num(worst.logged)}</strong>, "
@@ -392,6 +392,16 @@ def _series(values: list[float | None], x: Any, y: Any, colour: str, dash: str, 
 
 
 # -- small pieces ---------------------------------------------------------------------------------
+def _worst(key: KeyReport) -> EpochReport | None:
+    """The epoch behind the key's verdict: the report's own ``KeyReport.worst_epoch()`` where the model has it,
+    the same rule from ``lmlogger._gap`` otherwise."""
+    method = getattr(key, "worst_epoch", None)
+    if callable(method):
+        found = method()
+        return found[0] if found else None
+    return worst_epoch(key.epochs)
+
+
 def _facts(facts: list[tuple[str, str]]) -> str:
     """``facts`` are (label, already escaped HTML)."""
     return '<dl class="facts">' + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
