@@ -180,7 +180,7 @@ def mlflow_shots(browser: Browser, workdir: str, out: str, epochs: int) -> None:
             "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
         },
     )
-    with mlflow_server.mlflow_server(store, port=port) as uri:
+    with mlflow_server.mlflow_server(store, port=port, timeout=300) as uri:  # a loaded machine starts it slowly
         run_id = mlflow_server.train(uri, epochs, store)
         experiment = MlflowClient(uri).get_run(run_id).info.experiment_id
         run = f"{uri}/#/experiments/{experiment}/runs/{run_id}"
