@@ -85,7 +85,7 @@ class Browser:
             f"--screenshot={path}",
             url,
         ]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=420)
         if proc.returncode != 0 or not os.path.isfile(path):
             raise RuntimeError(f"chromium failed on {url}:\n{proc.stderr[-2000:]}")
         if not quiet:
