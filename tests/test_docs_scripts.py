@@ -74,7 +74,6 @@ def test_screenshots_from_real_tensorboard_and_mlflow(tmp_path):
         "mlflow-metrics.png",
         "mlflow-artifact.png",
         "mlflow-search.png",
-        "mlflow-report.png",
         "html-report.png",
     }
     assert {p.name for p in out.iterdir()} == expected

@@ -9,7 +9,7 @@ Needs Debian's chromium (``apt-get install chromium``), tensorboard and mlflow. 
    the HTML report the run wrote (``lmlogger/report.html``, opened from disk);
 2. starts ``mlflow server`` on 127.0.0.1 (``examples/mlflow_server.py``), trains the same model with
    ``VerifiedLogger(MLFlowLogger(...))`` and shoots the run's tags, its metrics, a search of runs by
-   ``lmlogger.verdict``, the sidecar artifact and the HTML report in MLflow's artifact view.
+   ``lmlogger.verdict`` and the sidecar artifact (the tree lists ``lmlogger/report.html`` beside it).
 
 Both UIs keep some view settings in the browser's localStorage (TensorBoard's "ignore outliers",
 MLflow's workflow type and assistant panel). Before each server starts, a throwaway page served on
@@ -188,7 +188,6 @@ def mlflow_shots(browser: Browser, workdir: str, out: str, epochs: int) -> None:
         # the metric charts load lazily: give them more (virtual) time than the other pages
         browser.shoot(f"{run}/model-metrics", os.path.join(out, "mlflow-metrics.png"), (1400, 1100), budget_ms=45000)
         browser.shoot(f"{run}/artifacts/lmlogger/provenance.jsonl", os.path.join(out, "mlflow-artifact.png"))
-        browser.shoot(f"{run}/artifacts/lmlogger/report.html", os.path.join(out, "mlflow-report.png"), (1400, 1100))
         search = urllib.parse.quote("tags.`lmlogger.verdict` = 'mismatch'")
         browser.shoot(
             f"{uri}/#/experiments/{experiment}/runs?searchFilter={search}", os.path.join(out, "mlflow-search.png")

@@ -7,7 +7,7 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
   (one log line at the start of the run says where). It is kept, so a run that crashed or lost its tracking
   server can still be audited: ``lmlogger audit <that dir>``;
 * the artifacts ``lmlogger/provenance.jsonl`` (uploaded at every epoch end and when the run ends) and
-  ``lmlogger/report.html`` (the audit as a page, uploaded when the run ends; MLflow's artifact view shows it);
+  ``lmlogger/report.html`` (the audit as a page, uploaded when the run ends);
 * run tags: ``lmlogger.verdict`` (``match`` / ``mismatch`` / ``unverified``, kept current after every epoch),
   ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version), ``lmlogger.sidecar`` and
   ``lmlogger.sidecar.local``;
