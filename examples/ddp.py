@@ -26,7 +26,6 @@ from torchmetrics.classification import BinaryF1Score
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger.audit._render import print_table
 
 
 class DDPClassifier(LightningModule):
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if trainer.is_global_zero:  # the sidecar is written by rank 0 only
         print(f"\nRun written to {logger.log_dir}")
-        print_table(lmlogger.audit(logger.log_dir))
+        print(lmlogger.audit(logger.log_dir))
     return 0
 
 

@@ -27,7 +27,6 @@ from lightning.pytorch.cli import LightningCLI
 from quickstart import Classifier, data
 
 from lmlogger import VerifiedLogger
-from lmlogger.audit._render import print_table
 
 
 class QuickstartData(LightningDataModule):
@@ -47,7 +46,7 @@ def main(args: list[str] | None = None) -> LightningCLI:
     logger = cli.trainer.logger
     if isinstance(logger, VerifiedLogger) and logger.sidecar_path is not None:
         print(f"\nRun written to {logger.log_dir}")
-        print_table(logger.report())
+        print(logger.report())
     return cli
 
 

@@ -32,7 +32,6 @@ from quickstart import Classifier, data
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger.audit._render import print_table
 
 
 def free_port() -> int:
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
         print(f"\nMLflow run {run_id} at {uri}: the audit of runs:/{run_id} through the server")
         report = lmlogger.audit(f"runs:/{run_id}", tracking_uri=uri)
-        print_table(report)
+        print(report)
     local = os.path.join(workdir, "lmlogger_mlflow", experiment_id, run_id)
     print("\naudit again with:")
     print(f"  lmlogger audit {local}    # lmlogger's local copy of the run's records, no server needed")

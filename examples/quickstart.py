@@ -27,7 +27,6 @@ from torchmetrics.classification import BinaryF1Score
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger.audit._render import to_table
 
 
 class Classifier(LightningModule):
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  browse it with:    tensorboard --logdir {os.path.dirname(run_dir)}")
     print(f"  open the page:     {os.path.join(run_dir, 'lmlogger', 'report.html')}\n")
     report = lmlogger.audit(run_dir)
-    print(to_table(report, colour=sys.stdout.isatty()))
+    print(report)
     return 0
 
 

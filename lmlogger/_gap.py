@@ -51,14 +51,14 @@ def worst_epoch(entries: Iterable[E]) -> E | None:
 
 
 def format_gap(gap: float | None) -> str:
-    """``"18 %"``, ``"0.2 %"``, ``"<0.0001 %"``, ``"inf"``; ``"-"`` when there is none."""
+    """``"18%"``, ``"0.21%"``, ``"<0.01%"``, ``"inf"``; ``"-"`` when there is none (the audit table's style)."""
     if gap is None:
         return "-"
     if math.isinf(gap):
         return "inf"
     percent = gap * 100
     if percent == 0:
-        return "0 %"
-    if percent < 1e-4:
-        return "<0.0001 %"
-    return f"{percent:.2g} %" if percent < 10 else f"{percent:.0f} %"
+        return "0%"
+    if gap < 1e-4:
+        return "<0.01%"
+    return f"{percent:.2g}%" if percent < 100 else f"{percent:.0f}%"

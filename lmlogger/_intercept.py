@@ -5,7 +5,12 @@ floats), so lmlogger wraps ``LightningModule.log`` at class level. The wrapper:
 
 * calls Lightning's own ``log`` first, so every user error surfaces exactly as without lmlogger;
 * then, only for a trainer that has an active lmlogger session, hands the call to that session;
-* is installed once (reference counted, thread-safe) and restored when the last holder releases it.
+* is installed only while a run with a VerifiedLogger is in progress: reference counted and
+  thread-safe, held from the run's start to its ``finalize`` (which Lightning calls however the run
+  ends), so ``LightningModule.log`` is Lightning's own again as soon as the trainer call returns.
+
+Our wrapper is recognised by identity, never by an attribute: ``functools.wraps`` copies a
+function's ``__dict__``, so another library's wrapper of ours would carry any marker we set.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ if TYPE_CHECKING:
 
 _lock = threading.RLock()
 _holders = 0
-_original: Any = None
+_wrapper: Any = None  # the function lmlogger installed (it may since have been wrapped by another library)
+_original: Any = None  # what _wrapper calls
 # trainer -> session. Weak keys: a trainer that is garbage collected takes its session with it.
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+_CHAIN_DEPTH = 32  # how far down a chain of ``__wrapped__`` wrappers to look for ours
 
 
 def _make_wrapper(original: Any) -> Any:
@@ -34,59 +41,61 @@ def _make_wrapper(original: Any) -> Any:
     def log(self: LightningModule, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         original(self, name, value, *args, **kwargs)
         trainer = self._trainer
-        if trainer is None:
+        if trainer is None or not sessions or _wrapper is not log:  # a stale wrapper of ours is a pass-through
             return
         session = sessions.get(trainer)
-        if session is None:
-            session = _late_attach(self, trainer)
-            if session is None:
-                return
-        session.observe(self, name, value, args, kwargs)
+        if session is not None:
+            session.observe(self, name, value, args, kwargs)
 
-    log.__lmlogger_wrapper__ = True  # type: ignore[attr-defined]
     return log
 
 
-def _late_attach(module: LightningModule, trainer: Any) -> Session | None:
-    """Attach a VerifiedLogger that missed the start of the run (``Trainer(enable_autolog_hparams=False)``
-    skips ``log_graph``, where VerifiedLogger normally attaches)."""
-    for logger in getattr(trainer, "loggers", ()):
-        attach = getattr(type(logger), "_lml_attach", None)
-        if attach is not None:
-            attach(logger, module, late=True)
-    return _sessions.get(trainer)
+def _in_chain(fn: Any) -> bool:
+    """Whether ``fn`` is ``LightningModule.log`` or is wrapped (``__wrapped__``) by it."""
+    if fn is None:
+        return False
+    current = LightningModule.__dict__.get("log")
+    for _ in range(_CHAIN_DEPTH):
+        if current is fn:
+            return True
+        current = getattr(current, "__wrapped__", None)
+        if current is None:
+            return False
+    return False
 
 
 def acquire() -> None:
     """Install the wrapper (idempotent; each call must be paired with one :func:`release`)."""
-    global _holders, _original
+    global _holders, _original, _wrapper
     with _lock:
-        if _holders == 0:
-            current = LightningModule.log
-            if getattr(current, "__lmlogger_wrapper__", False):  # left by an earlier import of this module
-                current = current.__wrapped__
-            _original = current
-            LightningModule.log = _make_wrapper(current)  # type: ignore[method-assign]
+        if _holders == 0 and not _in_chain(_wrapper):
+            _original = LightningModule.__dict__["log"]
+            _wrapper = _make_wrapper(_original)
+            LightningModule.log = _wrapper  # type: ignore[method-assign]
         _holders += 1
 
 
 def release() -> None:
-    """Drop one hold; the last one restores Lightning's own ``LightningModule.log``."""
-    global _holders, _original
+    """Drop one hold; the last one restores Lightning's own ``LightningModule.log``.
+
+    When another library has wrapped ``LightningModule.log`` on top of ours since, its wrapper stays
+    installed (removing ours would remove it too); ours stays below it as a pass-through (no session
+    is registered any more) and is reused by the next :func:`acquire`, so it is never stacked twice.
+    """
+    global _holders, _original, _wrapper
     with _lock:
         if _holders == 0:
             return
         _holders -= 1
-        if _holders == 0:
-            if getattr(LightningModule.log, "__lmlogger_wrapper__", False):
-                LightningModule.log = _original  # type: ignore[method-assign]
-            # else: someone patched on top of us; our wrapper stays a pass-through (no sessions left).
-            _original = None
+        if _holders == 0 and LightningModule.__dict__.get("log") is _wrapper:
+            LightningModule.log = _original  # type: ignore[method-assign]
+            _wrapper = _original = None
 
 
 def is_installed() -> bool:
-    """Whether ``LightningModule.log`` is currently wrapped by lmlogger."""
-    return getattr(LightningModule.log, "__lmlogger_wrapper__", False)
+    """Whether lmlogger's wrapper is part of ``LightningModule.log`` (directly or below another wrapper)."""
+    with _lock:
+        return _in_chain(_wrapper)
 
 
 def register(trainer: Any, session: Session) -> None:

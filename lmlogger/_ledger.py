@@ -82,13 +82,60 @@ class _Piece:
     from_default: bool = True  # the stretch started from the default state (after a reset)
 
 
+_NOT_KEPT = (
+    "the metric was logged only with on_step=True when its state was folded, so lmlogger did not keep "
+    "that part of the epoch's state"
+)
+
+
+def _combine(a: _Piece, b: _Piece, reductions: dict[str, str], replace: bool) -> _Piece:
+    """One piece for two consecutive stretches ``a`` then ``b`` of one dataloader on one rank.
+
+    ``a`` is consumed. A piece that cannot be merged keeps no state, only the reason.
+    """
+    count = a.count + b.count
+    if replace:  # a state that is replaced, not accumulated (``Running``): the later one is the state
+        return _Piece(b.states, count, b.exact, b.reason, a.dl, a.from_default, a.rank)
+    if not (a.exact and b.exact):
+        return _Piece({}, count, False, a.reason if not a.exact else b.reason, a.dl, a.from_default, a.rank)
+    states = a.states
+    for name, red in reductions.items():
+        x, y = states[name], b.states[name]
+        if red == _CAT:
+            if isinstance(x, list):
+                x.extend(y if isinstance(y, list) else [y])  # ``a``'s own list (see _delta)
+            elif isinstance(y, list):
+                states[name] = [x, *y]
+            else:  # a tensor cat state stays a tensor, as the metric's own update keeps it
+                states[name] = torch.cat([x.reshape(-1, *x.shape[1:]), y.reshape(-1, *y.shape[1:])])
+        elif red == _SUM:
+            states[name] = x + y
+        elif red in (_MAX, _MIN):
+            states[name] = (torch.maximum if red == _MAX else torch.minimum)(x, y)
+        else:
+            reason = f"state `{name}` has a custom reduction and was updated in several stretches"
+            return _Piece({}, count, False, reason, a.dl, a.from_default, a.rank)
+    return _Piece(states, count, True, None, a.dl, a.from_default, a.rank)
+
+
 @dataclass
 class _WindowState:
+    """One window's share of a metric. Its pieces are merged as they are folded, so a window holds at
+    most one piece per run of one dataloader plus the latest (kept apart so that a resumed window can
+    undo the fold made at its pause): memory is bounded by the state size, never by the number of folds
+    (a metric reset every step folds every step)."""
+
     pieces: list[_Piece] = field(default_factory=list)
     carried: int = 0  # updates present when the window first began (before any reset in it)
     resets: int = 0
     reset_before_end: bool = False
     reset_after_end: bool = False  # user code reset the metric after the window ended, before Lightning logged it
+
+    def add(self, piece: _Piece, reductions: dict[str, str], replace: bool) -> None:
+        pieces = self.pieces
+        if len(pieces) >= 2 and pieces[-2].dl == pieces[-1].dl:
+            pieces[-2:] = [_combine(pieces[-2], pieces[-1], reductions, replace)]
+        pieces.append(piece)
 
 
 class _ResetTap:
@@ -147,6 +194,11 @@ class _ResultTap:
         return (_bound, (self.metric, self.name))
 
 
+def remembers_results(metric: Metric) -> bool:
+    """Whether lmlogger keeps ``metric``'s last results (``_lml_compute``/``_lml_forward``)."""
+    return isinstance(metric.__dict__.get("compute"), _ResultTap)
+
+
 def _caches_nothing(metric: Metric) -> bool:
     """Whether ``metric`` keeps no ``_computed`` of its own (wrappers, ``CompositionalMetric``)."""
     return isinstance(metric, WrapperMetric) or type(metric)._wrap_compute is not Metric._wrap_compute
@@ -181,6 +233,10 @@ class MetricTap:
         self.ended: Owner | None = None  # a window whose epoch values Lightning is computing now
         self.reset_hooks: set[str] = set()  # hooks in which user code reset the metric
         self._hook_of = hook_of
+        # Whether some key's epoch value may need this metric's per-epoch state: unknown (kept) until a
+        # key is bound to the metric; a metric bound only to step-only keys keeps no folded state.
+        self.bound = False
+        self.epoch_needed = False
         self._shadow: Metric | None = None
         self._base_count = self._count()
         self._reset_at = 0  # the update count right after the last reset (some metrics keep counting)
@@ -264,6 +320,11 @@ class MetricTap:
                 states[name] = _clone(value)
         return _Piece(states, count, exact, reason, self.dl, base is None, _rank())
 
+    def bind(self, on_epoch: bool) -> None:
+        """A logged key uses this metric (``on_epoch``: its epoch value is verified against it)."""
+        self.bound = True
+        self.epoch_needed = self.epoch_needed or on_epoch
+
     def fold(self) -> bool:
         """Move what accumulated since the last boundary into the current owner's window."""
         count = self._count()
@@ -272,10 +333,13 @@ class MetricTap:
         if count < self._base_count:  # reset by something we did not see (e.g. a class-level call)
             self._baseline = None
             self._base_count = self._reset_at = 0
-        piece = self._delta()
+        if self.bound and not self.epoch_needed:  # no epoch value needs it: keep the count, not the state
+            piece = _Piece({}, count - self._base_count, False, _NOT_KEPT, self.dl, self._baseline is None, _rank())
+        else:
+            piece = self._delta()
         self._last = None
         if self.owner is not None and piece.count > 0:
-            self.windows.setdefault(self.owner, _WindowState()).pieces.append(piece)
+            self.windows.setdefault(self.owner, _WindowState()).add(piece, self.reductions, self.replace)
             self.phases_updated.add(self.owner[0])
             self.dls_updated.setdefault(self.owner[0], set()).add(self.dl)
             self._last = (self.owner, piece, self._baseline, self._base_count)
@@ -486,10 +550,21 @@ def _clone(value: Any) -> Any:
 
 
 def _empty_copy(metric: Metric) -> Metric:
-    """A deep copy of ``metric`` (and of its sub-metrics) that does not copy their state, caches or taps."""
+    """A copy of ``metric`` (and of its sub-metrics) to compute references with: empty states of its own,
+    no caches or taps, and nothing else copied.
+
+    Every module without a metric inside (the feature extractor of FID, KID, LPIPS, CLIPScore,
+    BERTScore: millions of parameters) and every parameter or buffer is shared with the user's metric.
+    """
     memo: dict[int, Any] = {}
     nodes = [m for m in metric.modules() if isinstance(m, Metric)]
+    for module in metric.modules():
+        if not isinstance(module, Metric) and not any(isinstance(m, Metric) for m in module.modules()):
+            memo[id(module)] = module  # shared: deepcopy does not descend into it
     for node in nodes:
+        for tensor in (*node._parameters.values(), *node._buffers.values()):
+            if tensor is not None:
+                memo[id(tensor)] = tensor
         for name in node._defaults:
             value = getattr(node, name)
             memo[id(value)] = [] if isinstance(value, list) else value.detach().clone()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import sys
 import warnings
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.trainer import call as _trainer_call
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 from lmlogger import _intercept
@@ -20,6 +24,11 @@ if TYPE_CHECKING:
 from lmlogger.sinks import make_sink
 
 _ON_MISMATCH = ("warn", "raise", "ignore")
+# Lightning's `_call_setup_hook(trainer)` reads `logger.experiment` of every logger, on every rank, at
+# the start of every fit/validate/test/predict, before any hook can `self.log` (and whatever
+# `enable_autolog_hparams` says, unlike `log_graph`). Recognised by its code object, so a user's
+# own `logger.experiment` is never taken for the start of a run.
+_RUN_START_CODE = _trainer_call._call_setup_hook.__code__
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,9 @@ class VerifiedLogger(Logger):
     ) -> None:
         if on_mismatch not in _ON_MISMATCH:
             raise ValueError(f"VerifiedLogger(on_mismatch={on_mismatch!r}): expected one of {_ON_MISMATCH}.")
-        if not (rtol >= 0 and atol >= 0):
-            raise ValueError(f"VerifiedLogger(rtol={rtol}, atol={atol}): tolerances must be >= 0.")
+        for label, tol in (("rtol", rtol), ("atol", atol)):
+            if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol >= 0):
+                raise ValueError(f"VerifiedLogger({label}={tol!r}): expected a finite number >= 0, e.g. {label}=1e-4.")
         reference_prefix = _renamed_prefix(reference_prefix, deprecated)
         if not isinstance(reference_prefix, str) or not reference_prefix:
             raise ValueError(f"VerifiedLogger(reference_prefix={reference_prefix!r}): expected a non-empty string.")
@@ -116,8 +126,7 @@ class VerifiedLogger(Logger):
         d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix)
         d["_lml_session"] = None
         d["_lml_sink"] = None
-        d["_lml_held"] = False
-        self._lml_hold()
+        d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
 
     # -- transparency helpers ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -180,7 +189,11 @@ class VerifiedLogger(Logger):
 
     @property
     def experiment(self) -> Any:
-        return self._lml_logger.experiment
+        experiment = self._lml_logger.experiment
+        caller = sys._getframe(1)
+        if caller.f_code is _RUN_START_CODE:  # the start of a trainer run (see _RUN_START_CODE)
+            self._lml_run_start(caller.f_locals.get("trainer"))
+        return experiment
 
     @property
     def group_separator(self) -> str:
@@ -197,8 +210,8 @@ class VerifiedLogger(Logger):
             session.callback.epoch_values_logged(metrics)
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
-        # Lightning calls log_graph(pl_module) at the start of every fit/validate/test run, on every
-        # rank: the one moment a logger sees the module (and so the trainer) before the first batch.
+        # With enable_autolog_hparams (the default) Lightning calls log_graph(pl_module) at the start
+        # of every run, on every rank: a second start signal, in case the first one was not seen.
         self._lml_logger.log_graph(model, input_array)
         self._lml_attach(model)
 
@@ -226,20 +239,38 @@ class VerifiedLogger(Logger):
 
         if self.sidecar_path is None:
             raise RuntimeError("This VerifiedLogger has not run yet: call it after trainer.fit/validate/test.")
-        return audit(self._lml_sink.run_dir, rtol=self.options.rtol, atol=self.options.atol)
+        return audit(self._lml_sink.path, rtol=self.options.rtol, atol=self.options.atol)
 
     def _lml_hold(self) -> None:
         if not self._lml_held:
             _intercept.acquire()
             self._lml_held = True
-            weakref.finalize(self, _release_if_held, self.__dict__)
 
     def _lml_release(self) -> None:
         if self._lml_held:
             self._lml_held = False
             _intercept.release()
 
-    def _lml_attach(self, model: Any, late: bool = False) -> None:
+    def _lml_run_start(self, trainer: Any) -> None:
+        """A trainer run starts on this rank: attach, so that every rank holds a session (and so
+        enters lmlogger's per-epoch collective) whatever the user logs where."""
+        if trainer is None or not any(lg is self for lg in getattr(trainer, "loggers", ())):
+            return
+        if trainer.state.fn == TrainerFn.PREDICTING:  # self.log is not allowed in predict: nothing to verify
+            return
+        model = trainer.lightning_module
+        if model is None:
+            return
+        try:
+            self._lml_attach(model)
+        except Exception as err:  # lmlogger's own failure never stops the run (nor hides in `hasattr`)
+            self._lml_finish("failed")
+            rank_zero_warn(
+                f"lmlogger: internal error while starting to record this run ({type(err).__name__}: {err}). "
+                "Training continues; lmlogger records nothing for this run."
+            )
+
+    def _lml_attach(self, model: Any) -> None:
         trainer = getattr(model, "_trainer", None)
         if trainer is None or self._lml_session is not None:
             return
@@ -247,7 +278,7 @@ class VerifiedLogger(Logger):
         session = _intercept.session_for(trainer)
         if session is None:
             session = Session(trainer, model, self)
-            session.start(late)
+            session.start()
         elif self not in session.loggers:
             session.loggers.append(self)
         self._lml_session = session
@@ -266,19 +297,22 @@ class VerifiedLogger(Logger):
                 )
 
     def _lml_finish(self, status: str) -> None:
+        """The run ends (Lightning's ``finalize``, on every rank, however the run ended)."""
         session = self._lml_session
-        if session is None:
-            return
-        self.__dict__["_lml_session"] = None
-        if self in session.loggers and all(lg._lml_session is None for lg in session.loggers):
-            session.detach()
-        sink = self._lml_sink
-        if sink is not None and rank_zero_only.rank == 0:
-            try:
-                sink.close(status)
-            except Exception as err:
-                session._internal_error("closing the sidecar", err)
-        self._lml_release()
+        try:
+            if session is None:
+                return
+            self.__dict__["_lml_session"] = None
+            if self in session.loggers and all(lg._lml_session is None for lg in session.loggers):
+                session.detach()
+            sink = self._lml_sink
+            if sink is not None and rank_zero_only.rank == 0:
+                try:
+                    sink.close(status)
+                except Exception as err:
+                    session._internal_error("closing the sidecar", err)
+        finally:
+            self._lml_release()
 
     def _emit(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord], owner: Any) -> None:
         """Write one closed epoch's records (rank 0 only). Called by the session."""
@@ -286,12 +320,6 @@ class VerifiedLogger(Logger):
         if sink is None or rank_zero_only.rank != 0:
             return
         sink.write(provenance, records)
-
-
-def _release_if_held(state: dict[str, Any]) -> None:
-    if state.get("_lml_held"):
-        state["_lml_held"] = False
-        _intercept.release()
 
 
 def _run_key(logger: Logger) -> Any:

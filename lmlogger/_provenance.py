@@ -10,37 +10,14 @@ from typing import Any, NamedTuple
 from torch import Tensor
 from torchmetrics import Metric
 
-METRIC_OBJECT = "metric_object"
-METRIC_COMPUTE = "metric_compute"
-METRIC_FORWARD = "metric_forward"
-TENSOR = "tensor"
-
-_STEP_HOOKS = frozenset(
-    {
-        "on_before_backward",
-        "on_after_backward",
-        "on_before_optimizer_step",
-        "on_before_zero_grad",
-        "optimizer_step",
-        "optimizer_zero_grad",
-        "lr_scheduler_step",
-    }
+from lmlogger._records import (  # noqa: F401  (pure names live in the record layer; importable from here too)
+    METRIC_COMPUTE,
+    METRIC_FORWARD,
+    METRIC_OBJECT,
+    TENSOR,
+    is_step_hook,
+    phase_of,
 )
-
-
-def is_step_hook(hook: str) -> bool:
-    """Whether ``hook`` runs once per batch (``training_step``, ``on_train_batch_end``, ...)."""
-    base = hook.split(".", 1)[0]
-    return base.endswith("_step") or "_batch_" in base or base in _STEP_HOOKS
-
-
-def phase_of(hook: str) -> str:
-    """``train``, ``val`` or ``test`` for a Lightning hook name."""
-    if "validation" in hook:
-        return "val"
-    if "test" in hook:
-        return "test"
-    return "train"
 
 
 class Classified(NamedTuple):
@@ -132,7 +109,12 @@ def _element_index(view: Tensor, base: Tensor) -> tuple[int, ...] | None:
     return tuple(reversed(index))
 
 
-def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -> Classified | PendingNumber:
+def classify(
+    value: Any,
+    metrics: list[tuple[str, Metric]],
+    claimed: set[int],
+    wrappers: list[tuple[str, Metric]] = (),  # type: ignore[assignment]
+) -> Classified | PendingNumber:
     """Classify ``value`` against the module's metrics ``[(attribute, metric), ...]``.
 
     Tensors are matched by identity with ``Metric._computed`` (the cached ``compute()`` result) and
@@ -151,21 +133,21 @@ def classify(value: Any, metrics: list[tuple[str, Metric]], claimed: set[int]) -
                 return Classified(METRIC_COMPUTE, metric, name)
             if metric._forward_cache is value:
                 return Classified(METRIC_FORWARD, metric, name)
+        for name, metric in wrappers:
             extra = metric.__dict__
-            if "_lml_compute" in extra or "_lml_forward" in extra:
-                for kind, cached in (
-                    (METRIC_COMPUTE, extra.get("_lml_compute")),
-                    (METRIC_FORWARD, extra.get("_lml_forward")),
-                ):
-                    if cached is value:
-                        return Classified(kind, metric, name)
-                    if isinstance(cached, dict):
-                        for key, item in cached.items():
-                            if item is value:
-                                return Classified(kind, metric, name, index=(key,))
+            for kind, cached in (
+                (METRIC_COMPUTE, extra.get("_lml_compute")),
+                (METRIC_FORWARD, extra.get("_lml_forward")),
+            ):
+                if cached is value:
+                    return Classified(kind, metric, name)
+                if isinstance(cached, dict):
+                    for key, item in cached.items():
+                        if item is value:
+                            return Classified(kind, metric, name, index=(key,))
         base = value._base
         if base is not None and value.numel() == 1:
-            for name, metric in metrics:
+            for name, metric in (*metrics, *wrappers):
                 extra = metric.__dict__
                 for kind, cached in (
                     (METRIC_COMPUTE, metric._computed),

@@ -16,6 +16,40 @@ SCHEMA_VERSION = 1
 Kind = Literal["metric_object", "metric_compute", "metric_forward", "tensor"]
 Verdict = Literal["match", "mismatch", "unverified"]
 
+#: The provenance kinds (DESIGN.md).
+METRIC_OBJECT = "metric_object"
+METRIC_COMPUTE = "metric_compute"
+METRIC_FORWARD = "metric_forward"
+TENSOR = "tensor"
+
+_STEP_HOOKS = frozenset(
+    {
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_optimizer_step",
+        "on_before_zero_grad",
+        "optimizer_step",
+        "optimizer_zero_grad",
+        "lr_scheduler_step",
+    }
+)
+
+
+def is_step_hook(hook: str) -> bool:
+    """Whether ``hook`` runs once per batch (``training_step``, ``on_train_batch_end``, ...)."""
+    base = hook.split(".", 1)[0]
+    return base.endswith("_step") or "_batch_" in base or base in _STEP_HOOKS
+
+
+def phase_of(hook: str) -> str:
+    """``train``, ``val`` or ``test`` for a Lightning hook name."""
+    if "validation" in hook:
+        return "val"
+    if "test" in hook:
+        return "test"
+    return "train"
+
+
 KINDS: tuple[str, ...] = ("metric_object", "metric_compute", "metric_forward", "tensor")
 VERDICTS: tuple[str, ...] = ("match", "mismatch", "unverified")
 #: Verdicts ordered from best to worst: a key's verdict is its worst epoch.
@@ -68,12 +102,17 @@ def json_number(value: float | None) -> float | str | None:
 
 
 def parse_number(value: Any) -> float | None:
-    """The inverse of :func:`json_number`."""
+    """The inverse of :func:`json_number` (a JSON number too large for a float, ``1e999``, is infinite)."""
     if value is None:
         return None
     if isinstance(value, str):
-        return float(value)  # "nan", "inf", "-inf"
-    return float(value)
+        if value not in ("nan", "inf", "-inf"):
+            raise ValueError(f"not a number: {value[:40]!r}")
+        return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        return math.inf if value > 0 else -math.inf
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,10 @@ class Header:
     created: str
     options: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
+    #: ``trainer.ckpt_path`` when the stage resumed from a checkpoint (absent in older sidecars).
+    ckpt_path: str | None = None
+    #: The epoch the resumed stage continued at (absent in older sidecars and for fresh stages).
+    resumed_from_epoch: int | None = None
     type: str = "header"
 
 
@@ -127,6 +170,9 @@ class VerificationRecord:
     reason: str | None = None
     fix: str | None = None
     rtol_floor: float = 0.0  # float32 accumulation allowance for tensor sums/means (n_steps * 2**-24)
+    samples: int | None = None  # samples that reached the epoch value, all ranks, repeats included
+    dataset_size: int | None = None  # len() of the dataloader's dataset, where it has one
+    duplicates: int = 0  # of ``samples``, how many were repeats (sampler padding)
     type: str = "verification"
 
 
@@ -147,6 +193,8 @@ _TYPES: dict[str, type] = {
     "verification": VerificationRecord,
     "close": Close,
 }
+#: The ``type`` of every record this schema defines.
+RECORD_TYPES: frozenset[str] = frozenset(_TYPES)
 
 
 def to_json(record: Any) -> dict[str, Any]:
@@ -161,17 +209,127 @@ def to_json(record: Any) -> dict[str, Any]:
     return data
 
 
+class RecordError(ValueError):
+    """A JSON object that is not a valid record of this schema (the message names the field)."""
+
+
+#: The largest integer a record field may hold (epochs, steps, batch sizes are far below it).
+_MAX_INT = 2**63
+_NUMBER_WORDS = {"nan", "inf", "-inf"}
+
+# Each field's accepted JSON form: "str", "int", "bool", "number" (a float, or "nan" / "inf" / "-inf"),
+# "strs" (a list of strings), "dict"; a trailing "?" allows null.
+_FIELDS: dict[str, dict[str, str]] = {
+    "header": {
+        "stage": "str",
+        "logger": "str",
+        "run": "dict",
+        "versions": "dict",
+        "created": "str",
+        "options": "dict",
+        "schema": "int",
+        "ckpt_path": "str?",
+        "resumed_from_epoch": "int?",
+    },
+    "provenance": {
+        "key": "str",
+        "name": "str",
+        "kind": "str",
+        "hook": "str",
+        "phase": "str",
+        "on_step": "bool",
+        "on_epoch": "bool",
+        "reduce_fx": "str",
+        "sync_dist": "bool",
+        "batch_size": "int?",
+        "batch_size_source": "str",
+        "dataloader_idx": "int?",
+        "logged_keys": "strs",
+        "metric_attribute": "str?",
+        "metric_class": "str?",
+    },
+    "verification": {
+        "key": "str",
+        "phase": "str",
+        "epoch": "int",
+        "step": "int?",
+        "logged": "number?",
+        "reference": "number?",
+        "verdict": "str",
+        "findings": "strs",
+        "reason": "str?",
+        "fix": "str?",
+        "rtol_floor": "number",
+        "samples": "int?",
+        "dataset_size": "int?",
+        "duplicates": "int",
+    },
+    "close": {"stage": "str", "status": "str", "closed": "str"},
+}
+
+
+def _checked(type_: str, name: str, value: Any, spec: str) -> Any:
+    """``value`` as field ``name`` of a ``type_`` record holds it, or :class:`RecordError`."""
+    if value is None and spec.endswith("?"):
+        return None
+    want = spec.rstrip("?")
+    if want == "str":
+        ok = isinstance(value, str)
+    elif want == "bool":
+        ok = isinstance(value, bool)
+    elif want == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT < value < _MAX_INT
+    elif want == "number":
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value in _NUMBER_WORDS
+        )
+    elif want == "strs":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, dict)
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise RecordError(f"{type_} field {name!r} must be {want.replace('strs', 'a list of strings')}, not {shown}")
+    if want == "number":
+        return parse_number(value)
+    if want == "strs":
+        return tuple(value)
+    return value
+
+
 def from_json(data: dict[str, Any]) -> Any:
-    """Build a record from its JSON object; unknown fields are ignored (forward compatible within a schema)."""
-    cls = _TYPES.get(data.get("type", ""))
+    """Build a record from its JSON object, checking every field's type.
+
+    Unknown fields are ignored (forward compatible within a schema); a missing field or a field of the wrong
+    type raises :class:`RecordError` naming it; an unknown ``type`` raises :class:`RecordError` too.
+    """
+    type_ = data.get("type")
+    cls = _TYPES.get(type_) if isinstance(type_, str) else None
     if cls is None:
-        raise ValueError(f"unknown record type {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for name in ("logged", "reference"):
-        if name in kwargs:
-            kwargs[name] = parse_number(kwargs[name])
-    for name in ("logged_keys", "findings"):
-        if name in kwargs:
-            kwargs[name] = tuple(kwargs[name])
+        raise RecordError(f"unknown record type {str(type_)[:40]!r}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "type":
+            continue
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecordError(f"{type_} record without its {f.name!r} field")
+            continue
+        kwargs[f.name] = _checked(type_, f.name, data[f.name], _FIELDS[type_][f.name])
+    if type_ == "verification":
+        if kwargs["verdict"] not in VERDICTS:
+            raise RecordError(f"verification field 'verdict' must be one of {', '.join(VERDICTS)}")
+        floor = kwargs.get("rtol_floor", 0.0)
+        if not (math.isfinite(floor) and floor >= 0):
+            raise RecordError("verification field 'rtol_floor' must be a finite number >= 0")
+    if type_ == "header":
+        if not all(isinstance(v, str) for v in kwargs["versions"].values()):
+            raise RecordError("header field 'versions' must map names to strings")
+        for name in ("rtol", "atol"):
+            value = kwargs.get("options", {}).get(name)
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ):
+                raise RecordError(f"header field 'options.{name}' must be a finite number >= 0")
     return cls(**kwargs)

@@ -37,6 +37,7 @@ from lmlogger._ledger import (
     TensorLedger,
     accumulation_allowance,
     reduce_states,
+    remembers_results,
     stateful_children,
 )
 from lmlogger._provenance import (
@@ -52,6 +53,7 @@ from lmlogger._provenance import (
     reduce_name,
 )
 from lmlogger._records import VerificationRecord
+from lmlogger._samples import EXCHANGE_KEY, Accounts, SampleAccountant
 from lmlogger._tracker import KeyTracker
 from lmlogger._verify import Facts, judge
 from lmlogger._windows import WindowCallback
@@ -84,8 +86,10 @@ class Session:
         self.trackers: dict[str, KeyTracker | None] = {}
         self.metrics = module_metrics(module)
         self.taps: dict[int, MetricTap] = {}
+        self.samples = SampleAccountant(self)  # issue 14: samples behind each epoch value (_samples.py)
         self.owner: Owner | None = None
         self.dl: int | None = None  # the evaluation dataloader running now
+        self.wrappers: list[tuple[str, Any]] = []  # metrics whose last results lmlogger remembers
         self._tap_all(adopt=False)
         self.outer: Owner | None = None  # the training epoch a validation run interrupts
         self.eval_owner: Owner | None = None  # the validation/test window in progress
@@ -107,6 +111,7 @@ class Session:
                 metric, attribute or type(metric).__name__, hook_of=lambda: module._current_fx_name
             )
             tap.install()
+            self.samples.watch(metric, tap)
             if adopt and self.owner is not None:
                 # first met in the middle of a window (created lazily, or kept where Lightning does not
                 # look): what it holds belongs to that window
@@ -122,6 +127,7 @@ class Session:
         for attribute, metric in self.metrics:
             if id(metric) not in inner:
                 self._tap(metric, attribute, adopt)
+        self.wrappers = [(a, m) for a, m in self.metrics if remembers_results(m)]
 
     def _metric_roots(self) -> set[str]:
         """Attributes of the module that are metrics or containers of metrics only (``self.f1``,
@@ -148,26 +154,19 @@ class Session:
             self.metrics = metrics
             self._tap_all(adopt=True)
 
-    def start(self, late: bool = False) -> None:
+    def _bind(self, metric: Any, on_epoch: bool) -> None:
+        """A key uses ``metric``: its folded state is kept only if some epoch value may need it (its
+        sub-metrics' too, which wrapper and composite metrics compute from)."""
+        for sub in metric.modules():
+            tap = self.taps.get(id(sub))
+            if tap is not None and (sub is metric or on_epoch):
+                tap.bind(on_epoch)
+
+    def start(self) -> None:
+        """Called at the start of a run on every rank, before the module's ``setup`` hook (metrics made
+        there are found at the first ``self.log``, see :meth:`_refresh_metrics`)."""
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
-        if late:
-            self._join_running_window()
-
-    def _join_running_window(self) -> None:
-        """When attached late (first ``self.log`` of a run), open the window that is already running."""
-        trainer = self.trainer
-        if trainer.sanity_checking or trainer.validating:
-            self.callback._eval_start(trainer, "val")
-        elif trainer.testing:
-            self.callback._eval_start(trainer, "test")
-        elif trainer.training:
-            self.open_train = ("train", trainer.current_epoch)
-            self.begin(self.open_train)
-        # The run started without us: what the metrics hold now is taken to belong to the running window.
-        if self.owner is not None:
-            for tap in self.taps.values():
-                tap.adopt(self.owner)
 
     def detach(self) -> None:
         _intercept.unregister(self.trainer)
@@ -175,6 +174,7 @@ class Session:
             self.trainer.callbacks.remove(self.callback)
         for tap in self.taps.values():
             tap.remove()
+        self.samples.remove()
 
     def _internal_error(self, where: str, err: BaseException) -> None:
         """lmlogger's own failure: one warning per run; training goes on, verdicts become unverified."""
@@ -214,7 +214,7 @@ class Session:
             return
         tracker.active = True
 
-        classified = classify(value, self.metrics, self.claimed)
+        classified = classify(value, self.metrics, self.claimed, self.wrappers)
         plain = isinstance(classified, PendingNumber) or classified.kind == TENSOR
         if isinstance(classified, PendingNumber) or (tracker.evidence is not None and classified.kind == TENSOR):
             if tracker.evidence is None:
@@ -235,6 +235,7 @@ class Session:
                     if not classified.by_value:
                         self.claimed.add(id(classified.metric))
                     tap = self._tap(classified.metric, classified.attribute)
+                    self._bind(classified.metric, tracker.on_epoch)
                     tracker.attribute = tracker.attribute or tap.attribute
         if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
@@ -257,6 +258,7 @@ class Session:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
             tracker.ledger.add(value, int(batch_size))
+            self.samples.logged(storage_key, tracker.reduce, value, int(batch_size))
         if tracker.kind == METRIC_OBJECT and tracker.on_step:
             forward = value._forward_cache
             if forward is None or forward is tracker.last_forward:
@@ -302,6 +304,7 @@ class Session:
 
     # -- windows ------------------------------------------------------------------------------
     def begin(self, owner: Owner) -> None:
+        self.samples.begin(owner)
         self.owner = owner
         self.dl = None
         for tap in self.taps.values():
@@ -317,6 +320,7 @@ class Session:
 
     def end(self, owner: Owner) -> None:
         """Lightning is about to compute the epoch values of ``owner``."""
+        self.samples.end(owner)
         for tap in self.taps.values():
             tap.switch(None)
             tap.mark_end(owner)
@@ -340,6 +344,7 @@ class Session:
                     tracker.active, tracker.ledger, tracker.stale = False, None, False
             for tap in self.taps.values():
                 tap.pop(owner)
+            self.samples.pop(owner)
             return
         try:
             records = self._verify(owner, trackers, capture)
@@ -349,6 +354,7 @@ class Session:
         finally:
             for tap in self.taps.values():
                 tap.pop(owner)
+            self.samples.pop(owner)
             for tracker in trackers:
                 tracker.active, tracker.ledger, tracker.stale = False, None, False
         provenance = []
@@ -369,6 +375,8 @@ class Session:
                 tracker.evidence = None
                 tracker.kind, tracker.metric = resolved.kind, resolved.metric
                 tracker.attribute, tracker.index = resolved.attribute, resolved.index
+                if resolved.metric is not None:
+                    self._bind(resolved.metric, tracker.on_epoch)
         # one bounded exchange for the whole epoch: tensor partial states and metric pieces of every rank.
         # Local states are built defensively so that every rank always reaches the collective.
         metric_taps: dict[str, MetricTap] = {}
@@ -385,11 +393,14 @@ class Session:
             for attribute, tap in metric_taps.items():
                 window = tap.window(owner)
                 local_pieces[attribute] = window.pieces if window is not None else []
+                local_pieces[attribute] = self.samples.correct_pieces(owner, tap, local_pieces[attribute])
+            local_tensor[EXCHANGE_KEY] = self.samples.payload(owner, metric_taps)
         except Exception as err:
             self._internal_error("collecting epoch states", err)
             local_tensor, local_pieces = {}, {}
         local_values = dict(capture.values) if capture is not None else {}
         gathered_tensor, gathered_pieces, values = self.exchange.gather(local_tensor, local_pieces, local_values)
+        accounts = Accounts(gathered_tensor.pop(EXCHANGE_KEY, []))
 
         references: dict[tuple[int, int | None], tuple[Any, str | None]] = {}
 
@@ -438,6 +449,12 @@ class Session:
                 dl = tracker.dataloader_idx if tracker.phase in ("val", "test") else None
                 value, reason = reference_of(tracker.metric, dl)
                 reference, reason = (None, reason) if reason is not None else _scalar(value, tracker.index)
+            if tracker.kind == TENSOR:
+                count = accounts.for_tensor(tracker)
+                if count.corrected and reason is None:  # repeats left out, true rows as weights
+                    reference, reason = count.reference, count.reason
+            else:
+                count = accounts.for_metric(tap.attribute if tap is not None else None, tracker.dataloader_idx)
             if self.failed_internally:
                 reference, reason = None, self.failed_internally
             phases = tap.phases_updated - {"sanity"} if tap is not None else set()
@@ -466,6 +483,9 @@ class Session:
                 index=tracker.index,
                 derived_source=derived.source if derived is not None else None,
                 derived_epoch_expression=derived.epoch_expression if derived is not None else None,
+                duplicates=count.duplicates,
+                world_size=world,
+                weights=count.weights,
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
@@ -481,6 +501,9 @@ class Session:
                     reason=reason,
                     fix=fix,
                     rtol_floor=floor,
+                    samples=count.samples,
+                    dataset_size=count.dataset_size,
+                    duplicates=count.duplicates,
                 )
             )
         return records
@@ -550,6 +573,8 @@ def _describe(record: VerificationRecord) -> str:
     )
     if record.findings:
         text += f" ({', '.join(record.findings)})"
+    if record.duplicates:
+        text += f"; {record.duplicates} of its {record.samples or '?'} samples were repeats padding the ranks"
     if record.fix:
         text += f". Fix: {record.fix}"
     return text

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lmlogger._provenance import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT
+from lmlogger._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.
@@ -36,6 +36,10 @@ class Facts:
     index: tuple[Any, ...] | None = None  # an element of the metric's result was logged
     derived_source: str | None = None  # the value is computed from this metric result
     derived_epoch_expression: str | None = None
+    duplicates: int = 0  # samples repeated by the sampler's padding that reached the value (all ranks)
+    world_size: int = 1
+    weights: tuple[int, int] | None = None  # (Lightning's weight, true rows) of a step that disagreed
+    weight_mismatch: bool = False  # set without ``weights`` when re-judging from a record
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -70,6 +74,10 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
         found.append("stale-step-value")
     if facts.shared:
         found.append("shared-metric")
+    if facts.duplicates:
+        found.append("padded-duplicates")
+    if verdict == "mismatch" and (facts.weights is not None or facts.weight_mismatch):
+        found.append("weight-mismatch")
     return found
 
 
@@ -136,7 +144,30 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
             return f"use one metric instance per phase (e.g. self.train_{_short(attr)} and self.val_{_short(attr)})"
         if code == "stale-step-value":
             return f'call {attr}(preds, target) (forward) before self.log("{name}", {attr}, on_step=True)'
+        if code == "weight-mismatch":
+            text = f'self.log("{name}", ..., batch_size=n) with n the number of samples in the batch'
+            if facts.weights is not None:
+                text += f" (a step had {facts.weights[1]} where Lightning weighted it {facts.weights[0]})"
+            return text
+        if code == "padded-duplicates":
+            return _padding_fix(facts)
     return None
+
+
+def _padding_fix(facts: Facts) -> str:
+    ranks = f"{facts.world_size} ranks" if facts.world_size > 1 else "number of ranks"
+    if facts.phase == "train":
+        return (
+            "DataLoader(ds, sampler=DistributedSampler(ds, drop_last=True)), "
+            f"or a dataset size divisible by the {ranks}"
+        )
+    fix = (
+        "DataLoader(ds, sampler=UnrepeatedDistributedSamplerWrapper(SequentialSampler(ds))) "
+        "(from lightning.pytorch.overrides.distributed) for evaluation"
+    )
+    if facts.kind == TENSOR:  # Lightning's sync_dist mean truncates uneven per-rank sample totals
+        fix += f", with {facts.name!r} logged as a torchmetrics MeanMetric of per-sample values"
+    return fix + f", or a dataset size divisible by the {ranks}"
 
 
 def _hook_phase(phase: str) -> str:

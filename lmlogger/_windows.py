@@ -76,6 +76,9 @@ class WindowCallback(Callback):
         if s.open_train is not None:
             self._guard("ending the training epoch", s.end, s.open_train)
 
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.session.samples.step_start(batch_idx, 0)  # sample accounting (_samples.py): never raises
+
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.raise_pending()
         s = self.session
@@ -113,12 +116,14 @@ class WindowCallback(Callback):
     ) -> None:
         if dataloader_idx != self.session.dl:
             self._guard("switching dataloaders", self.session.switch_dataloader, dataloader_idx)
+        self.session.samples.step_start(batch_idx, dataloader_idx)
 
     def on_test_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if dataloader_idx != self.session.dl:
             self._guard("switching dataloaders", self.session.switch_dataloader, dataloader_idx)
+        self.session.samples.step_start(batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_epoch_end(trainer)

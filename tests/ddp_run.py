@@ -1,13 +1,16 @@
 """A two-process CPU (gloo) run for the distributed tests. Not a test module: run as a script.
 
-    python tests/ddp_run.py --strategy ddp|ddp_spawn --out DIR [--plain]
+    python tests/ddp_run.py --strategy ddp|ddp_spawn --out DIR [--plain] [--rank0-logs-only] [--no-autolog-hparams]
 
 Each rank saves its predictions and targets; rank 0 writes counts of collectives.
+Tests start it with :func:`launch`, which kills the whole process group when it runs too long.
 """
 
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 
 import torch
@@ -65,10 +68,28 @@ class StepWindow(Callback):
         IN_STEP[0] = False
 
 
+def launch(out, strategy="ddp_spawn", *flags, timeout=240):
+    """Run this script in a new process group; a run past ``timeout`` seconds (a hang) is killed, all
+    ranks included, and raises ``TimeoutError``. Returns the finished ``CompletedProcess``."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--strategy", strategy, "--out", str(out), *flags]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise TimeoutError(f"{' '.join(cmd)} still running after {timeout} s (hung):\n{stderr[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 class DDPModel(LightningModule):
-    def __init__(self, out):
+    def __init__(self, out, rank0_logs_only=False):
         super().__init__()
         self.out = out
+        self.rank0_logs_only = rank0_logs_only
         self.layer = torch.nn.Linear(N_FEATURES, 1)
         self.rec = Recorder()
         self.f1 = BinaryF1Score()
@@ -83,6 +104,11 @@ class DDPModel(LightningModule):
         logits = self.layer(x).squeeze(-1)
         p = logits.sigmoid().detach()
         self.rec.add(("train", self.current_epoch, 0), p, y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+        if self.rank0_logs_only:  # rank 1 logs nothing at all (a metric compute() would sync: not here)
+            if self.global_rank == 0:
+                self.log("loss", loss, on_step=True, on_epoch=True)
+            return loss
         value = torch.tensor(float(self.global_rank + 1))
         self.log("rank_value", value, on_step=False, on_epoch=True)
         self.log("rank_value_synced", value, on_step=False, on_epoch=True, sync_dist=True)
@@ -90,7 +116,7 @@ class DDPModel(LightningModule):
         self.log("f1_object", self.f1, on_step=False, on_epoch=True)
         self.f1_c.update(p, y)
         self.log("f1_compute", self.f1_c.compute(), on_step=False, on_epoch=True)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+        return loss
 
     def on_train_epoch_end(self):
         self.f1_c.reset()
@@ -100,6 +126,10 @@ class DDPModel(LightningModule):
         logits = self.layer(x).squeeze(-1)
         p = logits.sigmoid()
         self.rec.add(("val", self.current_epoch, 0), p, y)
+        if self.rank0_logs_only:
+            if self.global_rank == 0:
+                self.log("val_loss", torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()))
+            return
         self.val_acc.update(p, y)
         self.log("val_acc", self.val_acc)
         self.log("val_loss", torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()), sync_dist=True)
@@ -136,6 +166,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--plain", action="store_true")
     parser.add_argument("--on-mismatch", default="ignore")
+    parser.add_argument("--rank0-logs-only", action="store_true")
+    parser.add_argument("--no-autolog-hparams", action="store_true")
     args = parser.parse_args()
     quiet()
     seeded(0)
@@ -157,8 +189,9 @@ def main():
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         callbacks=[StepWindow()],
+        enable_autolog_hparams=not args.no_autolog_hparams,
     )
-    trainer.fit(DDPModel(args.out))
+    trainer.fit(DDPModel(args.out, rank0_logs_only=args.rank0_logs_only))
 
 
 if __name__ == "__main__":

@@ -83,18 +83,18 @@ def test_table_and_markdown(runs):
     lines = table.stdout.splitlines()
     assert lines[0] == "lmlogger audit: 5 match, 4 mismatch, 0 unverified"
     row = next(line for line in lines if line.startswith("f1_compute "))
-    assert row.split()[:3] == ["f1_compute", "metric_compute", "training_step"]
+    assert row.split()[:4] == ["f1_compute", "metric_compute", "training_step", "0"]  # its worst epoch
     assert "mismatch" in row and "running-value-averaged" in row
+    assert "  f1_compute (training_step): running-value-averaged" in lines
     assert any(
-        line.startswith('  f1_compute: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)')
-        for line in lines
+        line.startswith('    fix: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)') for line in lines
     )
     assert "\x1b[" not in table.stdout  # no colour codes when not a terminal
     md = cli("audit", run, "--format", "markdown")
     assert md.returncode == 1
     assert "**5 match, 4 mismatch, 0 unverified**" in md.stdout
-    assert "| `f1_compute` | metric_compute | training_step |" in md.stdout
-    assert 'self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)' in md.stdout
+    assert "| `f1_compute` | `metric_compute` | `training_step` | 0 |" in md.stdout
+    assert '`self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)' in md.stdout
 
 
 def test_folder_of_runs_is_one_summary(runs):
@@ -156,7 +156,7 @@ def test_store_tampering_is_reported(runs, tmp_path):
         (lambda d: d / "missing", "no such file or directory"),
         (lambda d: d, "the folder is empty"),
         (lambda d: (d / "x.txt").write_text("hi") and d, "no lmlogger run found"),
-        (lambda d: sidecar(d, '{"type": "header", "schema": 1\n'), "corrupt sidecar at line 1"),
+        (lambda d: sidecar(d, '{"type": "header", "schema": 1\n'), "corrupt sidecar (line 1 is not complete JSON"),
         (lambda d: sidecar(d, "\x00\xff\xfe garbage\n"), "corrupt sidecar"),
         (lambda d: sidecar(d, '{"type": "provenance"}\n'), "corrupt sidecar"),
         (lambda d: sidecar(d, json.dumps(header(schema=99)) + "\n"), "schema version 99 is newer"),

@@ -3,23 +3,19 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
+import ddp_run
 import pytest
 import torch
 from helpers import accuracy, f1
 
 import lmlogger
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_run.py")
 pytestmark = pytest.mark.slow
 
 
 def launch(out, strategy, plain=False):
-    cmd = [sys.executable, SCRIPT, "--strategy", strategy, "--out", str(out)] + (["--plain"] if plain else [])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    proc = ddp_run.launch(out, strategy, *(["--plain"] if plain else []))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -111,8 +107,7 @@ def test_collectives_zero_per_step_one_per_closed_epoch(run, tmp_path):
 
 def test_on_mismatch_raise_raises_on_every_rank_without_hanging(tmp_path):
     """Ranks judge with rank 0's logged values, so "raise" stops all ranks together (no deadlock)."""
-    cmd = [sys.executable, SCRIPT, "--strategy", "ddp_spawn", "--out", str(tmp_path), "--on-mismatch", "raise"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    proc = ddp_run.launch(tmp_path, "ddp_spawn", "--on-mismatch", "raise")
     assert proc.returncode != 0
     assert "MismatchError" in proc.stderr and "rank_value" in proc.stderr
     report = lmlogger.audit(str(tmp_path))

@@ -35,17 +35,19 @@ def run_example(cwd, *args, timeout=300):
 
 
 def table_rows(out):
-    """``{key: (provenance, verdict)}`` from the plain audit table an example prints (columns: key, provenance,
-    hook, logged, reference, verdict, finding; the rows end at a blank line or the ``fix / reason:`` list)."""
+    """``{key: (provenance, verdict)}`` from the plain audit table an example prints (the header row names the
+    columns; the rows end at a blank line or the ``findings / fix / reason:`` list)."""
     rows = {}
     lines = out.splitlines()
     for i, line in enumerate(lines):
-        if line.split()[:6] == ["key", "provenance", "hook", "logged", "reference", "verdict"]:
+        header = line.split()
+        if header[:2] == ["key", "provenance"] and "verdict" in header:
+            verdict = header.index("verdict")
             for row in lines[i + 2 :]:
-                if not row.strip() or row.startswith(("fix / reason:", "store check:")):
+                if not row.strip() or row.startswith(("findings / fix / reason:", "problem:")):
                     break
                 cells = row.split()
-                rows[cells[0]] = (cells[1], cells[5])
+                rows[cells[0]] = (cells[1], cells[verdict])
     return rows
 
 
@@ -59,7 +61,7 @@ def test_quickstart(tmp_path):
         "loss_epoch": ("tensor", "match"),
     }
     assert any(
-        line.startswith('  f1_wrong: self.log("f1_wrong", self.f1_running, on_epoch=True, on_step=False)')
+        line.startswith('    fix: self.log("f1_wrong", self.f1_running, on_epoch=True, on_step=False)')
         for line in out.splitlines()
     )
     run_dir = os.path.join(str(tmp_path), "quickstart", "version_0")

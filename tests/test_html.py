@@ -228,7 +228,7 @@ def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(r
                                                     "running-value-averaged")  # fmt: skip
     assert epoch == f"train {worst.epoch}"
     assert (float(logged), float(reference)) == pytest.approx((worst.logged, worst.reference), rel=1e-5)
-    assert gap.endswith(" %") and float(gap[:-2]) == pytest.approx(100 * max(gaps), rel=0.06)
+    assert gap.endswith("%") and float(gap[:-1]) == pytest.approx(100 * max(gaps), rel=0.06)
     assert rows["f1_object"][3] == "match"
     assert f"* f1_compute: `` {key.fix} ``" in fixes.splitlines()
     assert all(len(cell) <= 40 for row in rows.values() for cell in row[1:])  # no cell wide enough to wrap digits

@@ -130,7 +130,7 @@ def test_patch_is_removed_after_the_run_and_plain_trainer_is_unaffected(tmp_path
 
     gc.collect()
     assert not _intercept.is_installed()
-    assert LightningModule.log is lightning_log or not getattr(LightningModule.log, "__lmlogger_wrapper__", False)
+    assert LightningModule.log is lightning_log
     t, _, _ = fit(tmp_path / "b", "csv", wrap=False)
     assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
     assert not any(isinstance(cb, WindowCallback) for cb in t.callbacks)
@@ -162,7 +162,7 @@ def test_seam_is_idempotent_thread_safe_and_restorable():
         for _ in range(200):
             _intercept.acquire()
             assert _intercept.is_installed()
-            assert not getattr(LightningModule.log.__wrapped__, "__lmlogger_wrapper__", False)  # never wrapped twice
+            assert LightningModule.log.__wrapped__ is original  # never wrapped twice
             _intercept.release()
 
     threads = [threading.Thread(target=hold) for _ in range(8)]
@@ -176,10 +176,14 @@ def test_seam_is_idempotent_thread_safe_and_restorable():
 
 
 def test_plain_trainer_beside_a_live_verified_logger_is_untouched(tmp_path):
-    """While a VerifiedLogger exists (seam installed), a trainer without one gets no session, no files."""
+    """While another run holds the seam, a trainer without a VerifiedLogger gets no session, no files."""
     live = VerifiedLogger(CSVLogger(str(tmp_path / "live")))
-    assert _intercept.is_installed()
-    t, _, _ = fit(tmp_path / "plain", "csv", wrap=False)
+    assert not _intercept.is_installed()  # a VerifiedLogger holds the seam only while its run is in progress
+    _intercept.acquire()  # as a run of `live` in another thread would
+    try:
+        t, _, _ = fit(tmp_path / "plain", "csv", wrap=False)
+    finally:
+        _intercept.release()
     assert _intercept.session_for(t) is None
     assert not os.path.exists(os.path.join(t.log_dir, "lmlogger"))
     assert not any(isinstance(cb, WindowCallback) for cb in t.callbacks)

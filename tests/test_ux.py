@@ -44,7 +44,7 @@ def test_mismatch_warning_points_at_the_users_fit_line(tmp_path):
         assert (w.filename, w.lineno) == (__file__, fit_line), str(w.message)
         assert w.category is UserWarning
     message = next(str(w.message) for w in ours if "`f1_compute`" in str(w.message))
-    assert " % off)" in message and "Fix: self.log(" in message  # the size of the gap, then the fix
+    assert "% off)" in message and "Fix: self.log(" in message  # the size of the gap, then the fix
 
 
 def _lineno() -> int:

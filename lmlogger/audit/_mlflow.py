@@ -13,12 +13,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from lmlogger._mlflow_names import ARTIFACT_PATH, metric_name, redact, reference_name, server_down
 from lmlogger._records import Header
 from lmlogger.audit._model import RunReport
-from lmlogger.audit._sidecar import AuditInputError, run_report
+from lmlogger.audit._sidecar import AuditInputError, open_regular, run_report
 from lmlogger.audit._stores import _close
-from lmlogger.sinks.mlflow import ARTIFACT_PATH, metric_name, redact, reference_name, server_down
 
 #: Used for the audit's own MLflow calls unless the environment already sets them: fail fast, not after minutes.
 AUDIT_HTTP_SETTINGS = {
@@ -85,6 +86,7 @@ def audit_mlflow_run(
     except ImportError:
         raise AuditInputError(f"{source}: auditing MLflow runs needs mlflow: pip install 'lmlogger[mlflow]'") from None
     where = redact(uri)
+    _existing_store(source, uri, where)
     with _fail_fast():
         down = server_down(uri)
         if down is not None:
@@ -119,6 +121,28 @@ def audit_mlflow_run(
                 f"{source}: MLflow at {where} could not read the metric history: {_line(err)}"
             ) from None
     return report
+
+
+def _existing_store(source: str, uri: str, where: str) -> None:
+    """An audit never writes to a store: MLflow creates a missing ``sqlite:`` database or ``file:`` store (with a
+    default experiment) on first contact, so a local store must exist before the client is made."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme.startswith("sqlite"):
+        if parts.path in ("", "/", "/:memory:") or ":memory:" in uri:
+            raise AuditInputError(f"{source}: {where} is an in-memory database; it holds no run")
+        path = unquote(parts.path[1:])  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+        try:
+            with open_regular(path, "MLflow database") as fh:
+                magic = fh.read(16)
+        except AuditInputError:
+            raise AuditInputError(f"{source}: no MLflow database at {where} (the file {path} does not exist)") from None
+        if magic != b"SQLite format 3\x00":
+            raise AuditInputError(f"{source}: {where} is not an SQLite database")
+    elif scheme == "file" or len(scheme) <= 1:  # file:, a plain path, or a Windows drive letter
+        path = unquote(parts.path) if scheme == "file" else uri
+        if not os.path.isdir(path):
+            raise AuditInputError(f"{source}: no MLflow file store at {where} (no such folder)")
 
 
 def check_history(client: Any, run_id: str, report: RunReport, header: Header) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,31 @@ class EpochReport:
     phase: str = "train"
     reason: str | None = None
     findings: list[str] = field(default_factory=list)
+    #: The stage (``RunReport.stage_details[stage - 1]``) this epoch belongs to: repeated fits are told apart.
+    stage: int = 1
+    samples: int | None = None  # samples behind the value, all ranks, repeats included
+    dataset_size: int | None = None
+    duplicates: int = 0  # of ``samples``, repeats padding the ranks
+
+    def gap(self) -> float | None:
+        """The relative gap ``|logged - reference| / |reference|`` (``None`` without both values; 0 when both
+        are NaN or the same infinity; infinite when the reference is 0 and the logged value is not)."""
+        logged, reference = self.logged, self.reference
+        if logged is None or reference is None:
+            return None
+        if math.isnan(logged) or math.isnan(reference):
+            return 0.0 if math.isnan(logged) and math.isnan(reference) else math.inf
+        if math.isinf(logged) or math.isinf(reference):
+            return 0.0 if logged == reference else math.inf
+        diff = abs(logged - reference)
+        if diff == 0:
+            return 0.0
+        return diff / abs(reference) if reference != 0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "epoch": self.epoch,
+            "stage": self.stage,
             "phase": self.phase,
             "step": self.step,
             "logged": json_number(self.logged),
@@ -34,6 +56,12 @@ class EpochReport:
             out["findings"] = list(self.findings)
         if self.reason:
             out["reason"] = self.reason
+        if self.samples is not None:
+            out["samples"] = self.samples
+        if self.dataset_size is not None:
+            out["dataset_size"] = self.dataset_size
+        if self.samples is not None or self.duplicates:
+            out["duplicates"] = self.duplicates
         return out
 
 
@@ -59,7 +87,25 @@ class KeyReport:
     reason: str | None = None
     epochs: list[EpochReport] = field(default_factory=list)
 
+    def worst_epoch(self) -> tuple[EpochReport, float | None] | None:
+        """The epoch behind the key's verdict and its relative gap (see :meth:`EpochReport.gap`).
+
+        Among the epochs whose verdict is the key's verdict (its worst), the one with the largest relative gap
+        (ties go to the latest epoch); ``None`` for a step-only key. This is the headline a report shows: the
+        size of the worst disagreement, not the last epoch's.
+
+        Example:
+            >>> worst = report.by_key()["f1"].worst_epoch()
+            >>> if worst: print(f"epoch {worst[0].epoch}: {worst[1]:.1%} off")
+        """
+        candidates = [e for e in self.epochs if e.verdict == self.verdict]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda e: (-1.0 if e.gap() is None else e.gap(), e.stage, e.epoch))
+        return best, best.gap()
+
     def to_dict(self) -> dict[str, Any]:
+        worst = self.worst_epoch()
         return {
             "key": self.key,
             "provenance": self.provenance,
@@ -77,7 +123,34 @@ class KeyReport:
             "findings": list(self.findings),
             "fix": self.fix,
             "reason": self.reason,
+            "worst_epoch": None
+            if worst is None
+            else {"epoch": worst[0].epoch, "stage": worst[0].stage, "gap": json_number(worst[1])},
             "epochs": [e.to_dict() for e in self.epochs],
+        }
+
+
+@dataclass
+class StageReport:
+    """One stage of a run: a ``fit``, ``validate`` or ``test`` call (a resumed fit is a stage of its own)."""
+
+    index: int
+    stage: str
+    closed: bool = False
+    status: str | None = None
+    ckpt_path: str | None = None
+    resumed_from_epoch: int | None = None
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "stage": self.stage,
+            "label": self.label or self.stage,
+            "closed": self.closed,
+            "status": self.status,
+            "ckpt_path": self.ckpt_path,
+            "resumed_from_epoch": self.resumed_from_epoch,
         }
 
 
@@ -93,6 +166,8 @@ class RunReport:
     keys: list[KeyReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    #: One entry per stage, in order (``stages`` holds their names): labels, closes, resumes.
+    stage_details: list[StageReport] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(VERDICTS, 0)
@@ -108,6 +183,7 @@ class RunReport:
             "complete": self.complete,
             "status": self.status,
             "stages": list(self.stages),
+            "stage_details": [stage.to_dict() for stage in self.stage_details],
             "summary": self.counts(),
             "problems": list(self.problems),
             "versions": dict(self.versions),
@@ -120,6 +196,8 @@ class AuditReport:
     """The audit of one or more runs. ``to_dict()`` is exactly what ``lmlogger audit --format json`` prints."""
 
     runs: list[RunReport] = field(default_factory=list)
+    #: Runs (or folders) that could not be read, one line each: the audit is incomplete and exits 2.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -131,17 +209,44 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing mismatched."""
-        return self.summary["mismatch"] == 0
+        """True when every run could be read and nothing mismatched."""
+        return self.summary["mismatch"] == 0 and not self.errors
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing mismatched, 1 otherwise (the CLI's exit code)."""
-        return 0 if self.ok else 1
+        """The CLI's exit code: 2 when a run could not be read, else 1 when something mismatched, else 0."""
+        if self.errors:
+            return 2
+        return 0 if self.summary["mismatch"] == 0 else 1
 
     def by_key(self) -> dict[str, KeyReport]:
         """All keys of all runs by key name (the last run wins on duplicates)."""
         return {k.key: k for run in self.runs for k in run.keys}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary, "runs": [run.to_dict() for run in self.runs]}
+        return {"summary": self.summary, "runs": [run.to_dict() for run in self.runs], "errors": list(self.errors)}
+
+    def to_table(self) -> str:
+        """The report as plain text: the summary, one table per run, findings and fixes (what ``print`` shows).
+
+        Every string read from the run is escaped, so the text is safe to print on a terminal.
+        """
+        from lmlogger.audit._render import to_table
+
+        return to_table(self)
+
+    def to_markdown(self) -> str:
+        """The report as GitHub-flavoured markdown (a CI job summary, a pull request comment); every string
+        read from the run is escaped for markdown."""
+        from lmlogger.audit._render import to_markdown
+
+        return to_markdown(self)
+
+    def to_json(self) -> str:
+        """``to_dict()`` as strict JSON text (what ``lmlogger audit --format json`` prints)."""
+        from lmlogger.audit._render import to_json
+
+        return to_json(self)
+
+    def __str__(self) -> str:
+        return self.to_table()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+from lmlogger.audit._escape import terminal
 from lmlogger.audit._model import AuditReport
 from lmlogger.audit._sidecar import AuditInputError
 
@@ -23,13 +24,17 @@ def plot(report: AuditReport, path: str) -> int:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise AuditInputError(f"--plot {path}: the folder {folder} does not exist")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise AuditInputError(f"--plot {path}: exists and is not a regular file")
     panels = []
     several = len(report.runs) > 1
     for run in report.runs:
         for key in run.keys:
             epochs = [e for e in key.epochs if e.reference is not None or e.logged is not None]
             if key.verdict in ("match", "mismatch") and epochs:
-                title = f"{key.key}  [{key.provenance}]" + (f"\n{run.source}" if several else "")
+                title = f"{terminal(key.key)}  [{terminal(key.provenance)}]" + (
+                    f"\n{terminal(run.source)}" if several else ""
+                )
                 panels.append((title, key, epochs))
     if not panels:
         raise AuditInputError("--plot: no verified key to draw (every key is step-only or unverified)")
@@ -55,18 +60,25 @@ def plot(report: AuditReport, path: str) -> int:
                 label="mismatch",
                 zorder=3,
             )
-        ax.set_title(title + ("  MISMATCH" if key.verdict == "mismatch" else ""), fontsize=9)
+        # parse_math=False: a key holding `$...$` is text, not mathtext (which may not even parse)
+        ax.set_title(title + ("  MISMATCH" if key.verdict == "mismatch" else ""), fontsize=9, parse_math=False)
         ax.set_xticks(xs, labels)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("lmlogger audit: logged epoch value vs reference", fontsize=11)
     fig.tight_layout()
-    keys = ", ".join(key.key for _, key, _ in panels)
-    fig.savefig(
-        path, dpi=100, metadata={"Title": "lmlogger audit", "Description": f"panels: {len(panels)}; keys: {keys}"}
-    )
-    plt.close(fig)
+    keys = ", ".join(terminal(key.key) for _, key, _ in panels)
+    try:
+        fig.savefig(
+            path, dpi=100, metadata={"Title": "lmlogger audit", "Description": f"panels: {len(panels)}; keys: {keys}"}
+        )
+    except OSError as err:
+        raise AuditInputError(f"--plot {path}: cannot write the file ({err.strerror or err})") from None
+    except ValueError as err:  # e.g. a figure too large to render
+        raise AuditInputError(f"--plot {path}: cannot draw the figure ({str(err).splitlines()[0][:200]})") from None
+    finally:
+        plt.close(fig)
     return len(panels)
 
 

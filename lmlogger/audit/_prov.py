@@ -108,14 +108,15 @@ class _RunWriter:
     def write(self) -> None:
         run = self.run
         counts = run.counts()
+        stages = [stage.label or stage.stage for stage in run.stage_details] or list(run.stages)
         self.activity = self.doc.activity(
             self.ns["run"],
             other_attributes=self._attrs(
                 "TrainingRun",
-                f"Lightning run {', '.join(run.stages) or '(no stage)'} at {run.source}",
+                f"Lightning run {', '.join(stages) or '(no stage)'} at {run.source}",
                 source=run.source,
                 backend=run.backend,
-                stages=",".join(run.stages),
+                stages=",".join(stages),
                 complete=run.complete,
                 status=run.status,
                 match=counts["match"],
@@ -156,8 +157,10 @@ class _RunWriter:
             ),
         )
         self.doc.wasGeneratedBy(series, self.activity)
+        several = len({epoch.stage for epoch in key.epochs}) > 1
         for epoch in key.epochs:
-            self._epoch(key, series, epoch, f"{qkey}.{epoch.phase}.{epoch.epoch}")
+            stage = f".stage{epoch.stage}" if several else ""
+            self._epoch(key, series, epoch, f"{qkey}.{epoch.phase}.{epoch.epoch}{stage}")
 
     def _derived(
         self, activity_id: str, activity_attrs: Any, entity_id: str, entity_attrs: Any, inputs: Any, agent: Any

@@ -1,10 +1,20 @@
-"""Rendering an :class:`AuditReport`: ``table`` (terminal), ``markdown`` (CI summaries), ``json``."""
+"""Rendering an :class:`AuditReport`: ``table`` (terminal), ``markdown`` (CI summaries), ``json``.
+
+Every row shows the key's *worst* epoch (the one behind its verdict, with the largest relative gap), so the
+numbers printed beside a ``mismatch`` are the disagreement, not the last epoch's. Every string read from the
+run is escaped for the format (:mod:`lmlogger.audit._escape`).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
 
-from lmlogger.audit._model import AuditReport, KeyReport
+from lmlogger.audit._escape import markdown_code, markdown_text, terminal
+from lmlogger.audit._model import AuditReport, KeyReport, RunReport
 
 
 def to_json(report: AuditReport) -> str:
@@ -16,68 +26,199 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
 
 
-def _rows(report: AuditReport) -> list[tuple[str, list[list[str]], list[str], bool, str]]:
+def _gap(gap: float | None) -> str:
+    """A relative gap as a percentage with two significant digits (``18%``, ``0.21%``; ``<0.01%`` below that)."""
+    if gap is None:
+        return "-"
+    if math.isinf(gap):
+        return "inf"
+    if gap == 0:
+        return "0%"
+    if gap < 1e-4:
+        return "<0.01%"
+    return f"{100 * gap:.2g}%"
+
+
+@dataclass
+class _Row:
+    """One key's line, every string already escaped for a terminal (markdown escapes from the raw key)."""
+
+    key: KeyReport
+    name: str
+    provenance: str
+    hook: str
+    epoch: str
+    logged: str
+    reference: str
+    gap: str
+    verdict: str
+    findings: list[str]
+    fix: str
+    reason: str
+
+
+def stage_label(run: RunReport, index: int) -> str:
+    """The label of stage ``index`` (1-based) of ``run``: ``fit``, ``fit #2 (resumed from epoch 3)``."""
+    if 1 <= index <= len(run.stage_details):
+        return run.stage_details[index - 1].label or run.stage_details[index - 1].stage
+    return f"stage {index}"
+
+
+def _rows(run: RunReport) -> list[_Row]:
+    several = len({e.stage for key in run.keys for e in key.epochs}) > 1
+    rows = []
+    for key in run.keys:
+        worst = key.worst_epoch()
+        epoch, gap = worst if worst else (None, None)
+        where = "-"
+        if epoch is not None:
+            where = str(epoch.epoch)
+            if several:  # the stage's short label: "fit #2", not what it resumed from
+                where += f" ({terminal(stage_label(run, epoch.stage).split(' (')[0])})"
+        rows.append(
+            _Row(
+                key=key,
+                name=terminal(key.key),
+                provenance=terminal(key.provenance),
+                hook=terminal(key.hook),
+                epoch=where,
+                logged=_num(epoch.logged) if epoch else "-",
+                reference=_num(epoch.reference) if epoch else "-",
+                gap=_gap(gap) if epoch and key.verdict in ("match", "mismatch") else "-",
+                verdict=key.verdict or "step only",
+                findings=[terminal(code) for code in key.findings],
+                fix=terminal(key.fix or ""),
+                reason=terminal(key.reason or ""),
+            )
+        )
+    return rows
+
+
+def _state(run: RunReport, escape: Any = terminal) -> str:
+    state = "complete" if run.complete else "INCOMPLETE (the last stage never closed: killed or crashed)"
+    stages = ", ".join(escape(stage.label or stage.stage) for stage in run.stage_details)
+    return f"{escape(run.backend)}, {state}; stages: {stages or '-'}"
+
+
+def _details(rows: list[_Row]) -> list[str]:
+    """Below each table: for every key with findings, a fix or a reason, where it was logged and what to do."""
     out = []
-    for run in report.runs:
-        rows = []
-        for key in run.keys:
-            rows.append(_row(key))
-        state = "complete" if run.complete else "INCOMPLETE (the run never closed: killed or crashed)"
-        out.append((run.source, rows, run.problems, run.complete, f"{run.backend}, {state}"))
+    for row in rows:
+        if not (row.findings or row.fix or row.reason):
+            continue
+        head = f"  {row.name} ({row.hook})"
+        out.append(head + (": " + ", ".join(row.findings) if row.findings else ""))
+        if row.fix:
+            out.append(f"    fix: {row.fix}")
+        if row.reason and row.verdict == "unverified":
+            out.append(f"    reason: {row.reason}")
     return out
 
 
-def _row(key: KeyReport) -> list[str]:
-    last = key.epochs[-1] if key.epochs else None
-    return [
-        key.key,
-        key.provenance,
-        key.hook,
-        _num(last.logged) if last else "-",
-        _num(last.reference) if last else "-",
-        key.verdict or "step only",
-        ", ".join(key.findings),
-        key.fix or (key.reason or ""),
-    ]
+def _summary_line(report: AuditReport) -> str:
+    s = report.summary
+    line = f"lmlogger audit: {s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified"
+    if report.errors:
+        line += f"; {len(report.errors)} could not be read"
+    return line
 
 
-HEADERS = ["key", "provenance", "hook", "logged", "reference", "verdict", "finding", "fix"]
+PLAIN_HEADERS = ["key", "provenance", "hook", "epoch", "logged", "reference", "gap", "verdict", "finding"]
+
+
+def to_table(report: AuditReport, colour: bool = False) -> str:
+    """A plain-text table (logs, pipes, ``print(report)``); ANSI colour on the verdict when ``colour``.
+
+    One row per key with its worst epoch (which one, logged, reference, relative gap); findings, fixes and
+    reasons follow each run's table.
+    """
+
+    def paint(text: str, verdict: str) -> str:
+        code = {"match": "32", "mismatch": "1;31", "unverified": "33"}.get(verdict)
+        return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
+
+    out = [_summary_line(report)]
+    for run in report.runs:
+        out += ["", f"{terminal(run.source)} ({_state(run)})"]
+        rows = _rows(run)
+        table = [PLAIN_HEADERS] + [
+            [r.name, r.provenance, r.hook, r.epoch, r.logged, r.reference, r.gap, r.verdict, ", ".join(r.findings)]
+            for r in rows
+        ]
+        widths = [max(len(line[i]) for line in table) for i in range(len(PLAIN_HEADERS))]
+        verdict_col = PLAIN_HEADERS.index("verdict")
+        for n, line in enumerate(table):
+            cells = []
+            for i, cell in enumerate(line):
+                padded = cell.ljust(widths[i]) if i < len(line) - 1 else cell
+                cells.append(paint(padded, line[verdict_col]) if n and i == verdict_col else padded)
+            out.append("  ".join(cells).rstrip())
+            if n == 0:
+                out.append("  ".join("-" * w for w in widths))
+        details = _details(rows)
+        if details:
+            out += ["findings / fix / reason:", *details]
+        out += [f"problem: {terminal(p)}" for p in run.problems]
+    out += [f"could not be read: {terminal(e)}" for e in report.errors]
+    return "\n".join(out)
 
 
 def to_markdown(report: AuditReport) -> str:
+    """GitHub-flavoured markdown; every string from the run is a code span or backslash-escaped text."""
     s = report.summary
     lines = [
         "## lmlogger audit",
         "",
-        f"**{s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified**",
+        f"**{s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified**"
+        + (f" ({len(report.errors)} could not be read)" if report.errors else ""),
         "",
     ]
-    for source, rows, problems, _complete, state in _rows(report):
-        lines += [f"### `{source}` ({state})", ""]
-        lines.append("| " + " | ".join(HEADERS) + " |")
-        lines.append("|" + "---|" * len(HEADERS))
-        for row in rows:
-            cells = [c.replace("|", "\\|") for c in row]
-            cells[0] = f"`{cells[0]}`"
-            if row[7] and row[5] == "mismatch":
-                cells[7] = f"`{cells[7]}`"
-            if row[5] == "mismatch":
-                cells[5] = "**mismatch**"
+    headers = ["key", "provenance", "hook", "worst epoch", "logged", "reference", "gap", "verdict", "finding", "fix"]
+    for run in report.runs:
+        lines += [f"### {markdown_code(run.source, in_table=False)} ({_state(run, markdown_text)})", ""]
+        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("|" + "---|" * len(headers))
+        for row in _rows(run):
+            key = row.key
+            verdict = "**mismatch**" if row.verdict == "mismatch" else markdown_text(row.verdict)
+            fix = key.fix or (key.reason if key.verdict == "unverified" else "") or ""
+            cells = [
+                markdown_code(key.key),
+                markdown_code(key.provenance),
+                markdown_code(key.hook),
+                _md_epoch(run, key),
+                row.logged,
+                row.reference,
+                row.gap,
+                verdict,
+                ", ".join(markdown_code(code) for code in key.findings),
+                (markdown_code(fix) if key.fix else markdown_text(fix)) if fix else "",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
-        for problem in problems:
-            lines.append(f"- store check: {problem}")
+        for problem in run.problems:
+            lines.append(f"- problem: {markdown_text(problem)}")
         lines.append("")
-    return "\n".join(lines)
+    for error in report.errors:
+        lines.append(f"- could not be read: {markdown_text(error)}")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _md_epoch(run: RunReport, key: KeyReport) -> str:
+    worst = key.worst_epoch()
+    if worst is None:
+        return "-"
+    epoch = worst[0]
+    if len({e.stage for k in run.keys for e in k.epochs}) > 1:
+        return f"{epoch.epoch} ({markdown_text(stage_label(run, epoch.stage).split(' (')[0])})"
+    return str(epoch.epoch)
 
 
 _COLOURS = {"match": "green", "mismatch": "bold red", "unverified": "yellow"}
 
 
 def print_table(report: AuditReport, colour: bool | None = None) -> None:
-    """Print the table to stdout: on a terminal with rich (colour where the terminal supports it) when
+    """Print the report to stdout: on a terminal with rich (colour where the terminal supports it) when
     installed, else as plain aligned text (pipes, files, CI logs)."""
-    import sys
-
     try:
         from rich.console import Console
     except ImportError:
@@ -85,17 +226,24 @@ def print_table(report: AuditReport, colour: bool | None = None) -> None:
     if Console is None or not sys.stdout.isatty():
         print(to_table(report, colour=bool(colour) and sys.stdout.isatty()))
         return
-    console = Console(no_color=colour is False, highlight=False, soft_wrap=False)
-    console.print(_rich_renderables(report), end="")
+    console = Console(no_color=colour is False, highlight=False, soft_wrap=False, emoji=False, markup=False)
+    console.print(rich_renderable(report), end="")
 
 
-def _rich_renderables(report: AuditReport):
+def rich_renderable(report: AuditReport) -> Any:
+    """The report as rich renderables, readable at 80 columns.
+
+    The table holds only columns whose words fit (provenance kinds, verdicts and numbers never wrap); the hook,
+    finding codes, fix and reason follow the table one key per line, where rich wraps them between words.
+    Every string is a ``Text`` (never parsed as rich markup) and escaped for the terminal.
+    """
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     s = report.summary
-    parts: list = [
+    parts: list[Any] = [
         Text.assemble(
             "lmlogger audit: ",
             (f"{s['match']} match", "green"),
@@ -103,55 +251,39 @@ def _rich_renderables(report: AuditReport):
             (f"{s['mismatch']} mismatch", "bold red" if s["mismatch"] else ""),
             ", ",
             (f"{s['unverified']} unverified", "yellow" if s["unverified"] else ""),
+            (f"; {len(report.errors)} could not be read", "bold red") if report.errors else "",
             "\n",
         )
     ]
-    for source, rows, problems, complete, state in _rows(report):
-        table = Table(title=f"{source} ({state})", title_justify="left", title_style="bold" if complete else "bold red")
-        for header in HEADERS[:-1]:
-            fixed = header in ("logged", "reference", "verdict")
-            table.add_column(header, overflow="fold", no_wrap=fixed, min_width=None if fixed else 8)
-        fixes = []
-        for row in rows:
-            cells = list(row)
-            table.add_row(*cells[:5], Text(cells[5], style=_COLOURS.get(cells[5], "")), cells[6])
-            if cells[7]:
-                fixes.append(Text.assemble((f"  {cells[0]}: ", "bold"), cells[7]))
+    for run in report.runs:
+        rows = _rows(run)
+        table = Table(
+            title=Text(f"{terminal(run.source)} ({_state(run)})", style="bold" if run.complete else "bold red"),
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        longest = max([3] + [len(r.name) for r in rows])
+        table.add_column("key", overflow="fold", ratio=1, min_width=min(longest, 24))
+        for name in ("provenance", "epoch", "logged", "reference", "gap", "verdict"):
+            widest = max([len(name)] + [len(getattr(r, name)) for r in rows])
+            numeric = name in ("logged", "reference", "gap")
+            table.add_column(name, no_wrap=True, min_width=widest, justify="right" if numeric else "left")
+        for r in rows:
+            table.add_row(
+                Text(r.name),
+                Text(r.provenance),
+                Text(r.epoch),
+                Text(r.logged),
+                Text(r.reference),
+                Text(r.gap),
+                Text(r.verdict, style=_COLOURS.get(r.verdict, "")),
+            )
         parts.append(table)
-        if fixes:
-            parts += [Text("fix / reason:"), *fixes]
-        parts += [Text(f"store check: {p}", style="yellow") for p in problems]
+        details = _details(rows)
+        if details:
+            parts += [Text("findings / fix / reason:"), *(Text(line) for line in details)]
+        parts += [Text(f"problem: {terminal(p)}", style="yellow") for p in run.problems]
+    parts += [Text(f"could not be read: {terminal(e)}", style="bold red") for e in report.errors]
     return Group(*parts)
-
-
-def to_table(report: AuditReport, colour: bool = False) -> str:
-    """A plain-text table; ANSI colour when ``colour`` (a terminal that supports it)."""
-
-    def paint(text: str, verdict: str) -> str:
-        if not colour:
-            return text
-        code = {"match": "32", "mismatch": "1;31", "unverified": "33"}.get(verdict)
-        return f"\x1b[{code}m{text}\x1b[0m" if code else text
-
-    s = report.summary
-    out = [
-        f"lmlogger audit: {s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified",
-    ]
-    for source, rows, problems, _complete, state in _rows(report):
-        out += ["", f"{source} ({state})"]
-        table = [HEADERS[:-1], *(r[:-1] for r in rows)]
-        widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS) - 1)]
-        for n, row in enumerate(table):
-            cells = []
-            for i, cell in enumerate(row):
-                padded = cell.ljust(widths[i]) if i < len(row) - 1 else cell
-                cells.append(paint(padded, row[5]) if n and i == 5 else padded)
-            out.append("  ".join(cells).rstrip())
-            if n == 0:
-                out.append("  ".join("-" * w for w in widths))
-        fixes = [f"  {r[0]}: {r[7]}" for r in rows if r[7]]
-        if fixes:
-            out += ["fix / reason:", *fixes]
-        for problem in problems:
-            out.append(f"store check: {problem}")
-    return "\n".join(out)

@@ -9,6 +9,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from lmlogger._records import Close, Header, ProvenanceRecord, VerificationRecord, to_json
 from lmlogger._versions import versions
 
@@ -54,10 +56,45 @@ class GenericSink:
         self.logger = vlogger.wrapped
         self.prefix = vlogger.options.prefix
         self.run_dir = self._run_dir(trainer)
-        self.path = os.path.join(self.run_dir, SIDECAR)
+        self.path = os.path.join(self.run_dir, self._sidecar_name(trainer))
         self.report_path = report_path_of(self.path)
         self.stage = "unknown"
         self._key = self.run_key()
+
+    def _sidecar_name(self, trainer: Any) -> str:
+        """``lmlogger/provenance.jsonl``, or ``lmlogger/provenance-<logger class>.jsonl`` for the second and later
+        VerifiedLogger of one trainer whose log dir is this one (e.g. TensorBoard and CSV with one ``version``):
+        each logger's run is then audited once, against its own backend. Says so in one warning."""
+        sharing = []
+        for logger in getattr(trainer, "loggers", None) or ():
+            inner = logger.__dict__.get("_lml_logger") if hasattr(logger, "__dict__") else None
+            if inner is None:
+                continue  # not a VerifiedLogger
+            if {"MLFlowLogger", "WandbLogger"} & {k.__name__ for k in type(inner).__mro__}:
+                continue  # their sidecars live in a folder of their own run id
+            if logger is self.vlogger:
+                run_dir = self.run_dir
+            else:
+                sink = logger.__dict__.get("_lml_sink")
+                try:
+                    run_dir = sink.run_dir if sink is not None else run_dir_of(inner, trainer)
+                except Exception:  # a logger whose dirs cannot be known yet: it does not share ours
+                    continue
+            if os.path.abspath(run_dir) == os.path.abspath(self.run_dir):
+                sharing.append(logger)
+        if len(sharing) < 2 or sharing[0] is self.vlogger:
+            return SIDECAR
+        mine = type(self.logger).__name__
+        same = [lg for lg in sharing if type(lg.__dict__["_lml_logger"]).__name__ == mine]
+        suffix = mine.lower() + (f"-{same.index(self.vlogger) + 1}" if len(same) > 1 else "")
+        name = os.path.join("lmlogger", f"provenance-{suffix}.jsonl")
+        classes = " and ".join(type(lg.__dict__["_lml_logger"]).__name__ for lg in sharing)
+        rank_zero_warn(
+            f"lmlogger: {classes} write to one log dir ({self.run_dir}); each VerifiedLogger keeps its own "
+            f"sidecar there ({SIDECAR} for the first, {name} for {mine}) and is audited on its own. "
+            "Give the loggers different `version`s or `save_dir`s to keep their files apart."
+        )
+        return name
 
     def _run_dir(self, trainer: Any) -> str:
         return run_dir_of(self.logger, trainer)
@@ -80,16 +117,27 @@ class GenericSink:
 
     # -- sidecar ------------------------------------------------------------------------------
     def _append(self, records: list[Any]) -> None:
+        """Append ``records`` in one write. A last line left unfinished (a full disk, a run killed mid-write,
+        then resumed into this dir) is ended first, so it stays one damaged line the audit skips, and the
+        records after it stay readable."""
+        data = "".join(json.dumps(to_json(r), allow_nan=False, sort_keys=True) + "\n" for r in records).encode()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(to_json(record), allow_nan=False, sort_keys=True) + "\n")
-            fh.flush()
+        with open(self.path, "a+b", buffering=0) as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end:
+                fh.seek(end - 1)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data
+            view = memoryview(data)
+            while view:  # one write() call; the loop only covers a short write
+                view = view[fh.write(view) :]
             os.fsync(fh.fileno())
 
     def begin(self, stage: str) -> None:
         self.stage = stage
         vlogger = self.vlogger
+        session = vlogger.__dict__.get("_lml_session")
+        ckpt_path, resumed_from = _resumed(getattr(session, "trainer", None))
         header = Header(
             stage=stage,
             logger=type(self.logger).__name__,
@@ -102,6 +150,8 @@ class GenericSink:
                 "on_mismatch": vlogger.options.on_mismatch,
                 "prefix": vlogger.options.prefix,
             },
+            ckpt_path=ckpt_path,
+            resumed_from_epoch=resumed_from,
         )
         self._append([header])
 
@@ -159,6 +209,25 @@ def report_path_of(sidecar: str) -> str:
     folder, name = os.path.split(sidecar)
     stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
     return os.path.join(folder, stem.replace("provenance", "report", 1) + ".html")
+
+
+def _resumed(trainer: Any) -> tuple[str | None, int | None]:
+    """``(trainer.ckpt_path, the epoch the fit continues at)`` when this stage starts from a checkpoint.
+
+    The sink begins before Lightning restores the loops, so the epoch is read from the loaded checkpoint's fit
+    loop progress (``processed``: epochs whose training finished, the next one to run); ``None`` if unknown.
+    """
+    if trainer is None or getattr(getattr(trainer, "state", None), "fn", None) is None:
+        return None, None
+    ckpt_path = getattr(trainer, "ckpt_path", None)
+    if not ckpt_path or trainer.state.fn.value != "fit":  # validate/test load weights; only a fit resumes
+        return None, None
+    loaded = getattr(getattr(trainer, "_checkpoint_connector", None), "_loaded_checkpoint", None) or {}
+    try:
+        epoch: int | None = int(loaded["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        epoch = None
+    return str(ckpt_path), epoch
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
 * one tag per key, ``lmlogger.key.<metric>`` (``<metric>`` is the metric's name in MLflow), whose value
   starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the fix
   or the reason: ``mismatch|metric_compute|running-value-averaged|worst train epoch 0: logged 0.4713,
-  reference 0.57377 (18 % apart)|fix: self.log(...)``. Search them in the UI, e.g.
+  reference 0.57377 (18% apart)|fix: self.log(...)``. Search them in the UI, e.g.
   ``tags.`lmlogger.verdict` = 'mismatch'`` or ``tags.`lmlogger.key.f1` LIKE 'mismatch|%'``;
 * reference metrics ``lmlogger/reference/<metric>`` through the wrapped logger, at the epoch value's step.
 
@@ -30,110 +30,44 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from lightning.pytorch.utilities import rank_zero_info
 
 from lmlogger._errors import warn_user
 from lmlogger._gap import format_gap, relative_gap, worst_epoch
+from lmlogger._mlflow_names import (  # noqa: F401  (names importable from here too)
+    _LIGHTNING_REMOVES,
+    _TAG_ROOM,
+    ARTIFACT_DIR,
+    ARTIFACT_PATH,
+    KEY_TAG,
+    LOCAL_SIDECAR_TAG,
+    MAX_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    PROBE_TIMEOUT_S,
+    RUN_VERDICT_TAG,
+    SIDECAR_TAG,
+    SUMMARY_TAG,
+    TAGS_PER_BATCH,
+    _first_line,
+    fit_name,
+    metric_name,
+    redact,
+    reference_name,
+    server_down,
+)
 from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
 from lmlogger._versions import versions
 from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
-ARTIFACT_DIR = "lmlogger"
-ARTIFACT_PATH = "lmlogger/provenance.jsonl"
-RUN_VERDICT_TAG = "lmlogger.verdict"
-SUMMARY_TAG = "lmlogger.summary"
-SIDECAR_TAG = "lmlogger.sidecar"
-LOCAL_SIDECAR_TAG = "lmlogger.sidecar.local"
-KEY_TAG = "lmlogger.key.{}"
 #: Where the local copy of an MLflow run's sidecar lives, below ``trainer.default_root_dir``.
 LOCAL_DIR = "lmlogger_mlflow"
 REPORT_ARTIFACT_PATH = "lmlogger/report.html"
-
-#: MLflow's limit on metric, param and tag keys.
-MAX_KEY_LENGTH = 250
-#: MLflow's limit on tag values before 2.17 (8000 since); the smaller one keeps older servers happy.
-MAX_TAG_VALUE_LENGTH = 5000
-#: Tags per ``log_batch`` request (MLflow's limit).
-TAGS_PER_BATCH = 100
-#: Seconds lmlogger waits for ``<tracking uri>/health`` before it skips its own calls.
-PROBE_TIMEOUT_S = 5.0
-
-# What MLFlowLogger.log_metrics removes from metric keys (lightning/pytorch/loggers/mlflow.py).
-_LIGHTNING_REMOVES = re.compile(r"[^a-zA-Z0-9_/. -]+")
-_TAG_ROOM = MAX_KEY_LENGTH - len(KEY_TAG.format(""))
-
-
-# -- names ------------------------------------------------------------------------------------------
-def metric_name(key: str, metric_prefix: str = "") -> str:
-    """The name MLFlowLogger gives ``key`` in MLflow: its own prefix added, characters MLflow rejects removed.
-
-    Args:
-        key: the key the logger received.
-        metric_prefix: ``MLFlowLogger(prefix=...)`` with its join character (``"exp-"``), or ``""``.
-    """
-    return _LIGHTNING_REMOVES.sub("", metric_prefix + key)
-
-
-def fit_name(name: str, limit: int, original: str) -> str:
-    """``name`` as MLflow accepts it as a path-like key: no empty, ``.`` or ``..`` segments, at most ``limit``
-    characters (a short hash of ``original`` keeps shortened names apart)."""
-    parts = ["__" if part == ".." else part for part in name.split("/") if part not in ("", ".")]
-    name = "/".join(parts) or "_"
-    if len(name) > limit:
-        digest = hashlib.sha1(original.encode("utf-8")).hexdigest()[:8]
-        name = name[: limit - len(digest) - 1].rstrip("/") + "-" + digest
-    return name
-
-
-def reference_name(key: str, prefix: str, metric_prefix: str = "") -> tuple[str, str]:
-    """``(what lmlogger passes to MLFlowLogger.log_metrics, the metric name MLflow shows)`` for ``key``'s reference."""
-    clean_prefix = _LIGHTNING_REMOVES.sub("", metric_prefix)
-    body = fit_name(_LIGHTNING_REMOVES.sub("", prefix + key), MAX_KEY_LENGTH - len(clean_prefix), prefix + key)
-    return body, clean_prefix + body
-
-
-def redact(uri: str) -> str:
-    """``uri`` without a user name or password."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def server_down(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why the MLflow server at an ``http(s)`` tracking URI does not answer, or ``None`` when it does.
-
-    Any HTTP answer (even an error status) counts as up; only a refused, failed or timed-out connection is
-    down. Other URIs (``sqlite:``, ``file:``, ``databricks``) are never probed.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import requests
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except requests.exceptions.SSLError:
-        return None  # it answered; the client's own TLS settings are MLflow's business
-    except requests.exceptions.RequestException as err:
-        return f"{type(err).__name__}: {_first_line(err)}"
-    return None
-
-
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
@@ -360,6 +294,9 @@ class MLflowSink(GenericSink):
                 f"worst {rec.phase} epoch {rec.epoch} (step {rec.step}): logged {_num(rec.logged)}, "
                 f"reference {_num(rec.reference)} ({gap} apart)"
             )
+            if rec.samples is not None or rec.duplicates:
+                size = f" of a dataset of {rec.dataset_size}" if rec.dataset_size is not None else ""
+                fields.append(f"samples: {rec.samples} ({rec.duplicates} repeated){size}")
             fix = (latest.fix if latest is not None else None) or rec.fix
             reason = (latest.reason if latest is not None else None) or rec.reason
             if fix:

@@ -1,0 +1,133 @@
+"""The four output formats of ``lmlogger lint``: text, json, sarif (2.1.0) and github (workflow annotations)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lmlogger._records import FINDINGS
+from lmlogger.lint._model import CODES, LintResult
+
+DOCS = "https://lmlogger.readthedocs.io/en/latest/lint/"
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def text(result: LintResult) -> str:
+    """``path:line:col: code message``, the fix on the line below, then a summary line."""
+    out = []
+    for f in result.findings:
+        out.append(f"{f.path}:{f.line}:{f.col}: {f.code} {f.message}")
+        if f.fix:
+            out.append(f"    fix: {f.fix}")
+    files = f"{result.files} file{'s' if result.files != 1 else ''}"
+    count = len(result.findings)
+    bad = len(result.errors)
+    unread = f"; {bad} path{'s' if bad != 1 else ''} could not be checked" if bad else ""
+    if count or bad:
+        out.append(f"Found {count} finding{'s' if count != 1 else ''} in {files} checked{unread}.")
+    else:
+        out.append(f"All clear: {files} checked.")
+    return "\n".join(out)
+
+
+def to_json(result: LintResult) -> str:
+    """``{"findings": [{"path", "line", "col", "code", "message", "fix"}], "summary": {...}, "errors": [...]}``."""
+    return json.dumps(result.to_dict(), indent=2)
+
+
+def _escape_data(value: str) -> str:
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(value: str) -> str:
+    return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def github(result: LintResult) -> str:
+    """GitHub Actions workflow commands: one ``::error`` annotation per finding and per unreadable file."""
+    out = []
+    for f in result.findings:
+        body = f"{f.code} {f.message}" + (f"\nfix: {f.fix}" if f.fix else "")
+        title = _escape_property(f"lmlogger {f.code}")
+        props = f"file={_escape_property(f.path)},line={f.line},col={f.col},title={title}"
+        out.append(f"::error {props}::{_escape_data(body)}")
+    for e in result.errors:
+        props = f"file={_escape_property(e.path)}" + (f",line={e.line}" if e.line else "")
+        out.append(f"::error {props},title=lmlogger lint::{_escape_data(e.message)}")
+    return "\n".join(out)
+
+
+def sarif(result: LintResult, version: str) -> str:
+    """A SARIF 2.1.0 log with one run: the rules (one per finding code) and one result per finding."""
+    rules = [
+        {
+            "id": code,
+            "name": "".join(part.capitalize() for part in code.split("-")),
+            "shortDescription": {"text": FINDINGS[code].split(":")[0]},
+            "fullDescription": {"text": FINDINGS[code]},
+            "helpUri": f"{DOCS}#{code}",
+            "help": {"text": f"{FINDINGS[code]}. See {DOCS}#{code}"},
+            "defaultConfiguration": {"level": "error"},
+        }
+        for code in CODES
+    ]
+    index = {code: i for i, code in enumerate(CODES)}
+    results: list[dict[str, Any]] = []
+    for f in result.findings:
+        text_ = f.message + (f" Fix: {f.fix}" if f.fix else "")
+        entry: dict[str, Any] = {
+            "ruleId": f.code,
+            "ruleIndex": index[f.code],
+            "level": "error",
+            "message": {"text": text_},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.path, "uriBaseId": "%SRCROOT%"},
+                        "region": {"startLine": f.line, "startColumn": f.col},
+                    }
+                }
+            ],
+            "partialFingerprints": {"lmloggerFinding/v1": f"{f.path}:{f.code}:{f.message}"},
+        }
+        if f.fix:
+            entry["properties"] = {"fix": f.fix}
+        results.append(entry)
+    notifications = [
+        {
+            "level": "error",
+            "message": {"text": e.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": e.path, "uriBaseId": "%SRCROOT%"},
+                        **({"region": {"startLine": e.line}} if e.line else {}),
+                    }
+                }
+            ],
+        }
+        for e in result.errors
+    ]
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "lmlogger-lint",
+                        "informationUri": DOCS,
+                        "version": version,
+                        "semanticVersion": version,
+                        "rules": rules,
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+                "invocations": [
+                    {"executionSuccessful": not result.errors, "toolExecutionNotifications": notifications}
+                ],
+            }
+        ],
+    }
+    return json.dumps(log, indent=2)
