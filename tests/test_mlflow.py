@@ -251,16 +251,17 @@ def key_fields(tags, metric):
 
 def test_run_tag_and_one_tag_per_key_carry_verdict_provenance_and_the_worst_gap(scenario):
     """`lmlogger.verdict` is the run's worst verdict; each key has one tag, `verdict|provenance|findings|worst
-    epoch and its gap|fix`, and nothing else per key crowds the run page."""
+    epoch and its gap|samples|fix`, and nothing else per key crowds the run page."""
     client, wrong = scenario.client, scenario.wrong
     tags = client.get_run(wrong.run_id).data.tags
     assert tags["lmlogger.verdict"] == "mismatch"
     assert client.get_run(scenario.right.run_id).data.tags["lmlogger.verdict"] == "match"
-    verdict, provenance, findings, worst, fix = key_fields(tags, "f1_compute")
+    verdict, provenance, findings, worst, samples, fix = key_fields(tags, "f1_compute")
     assert (verdict, provenance, findings) == ("mismatch", "metric_compute", "running-value-averaged")
     # the fix is the audit's; the worst epoch is named with its values and gap, and they are the audit's
     local = lmlogger.audit(wrong.run_dir)
     assert fix == f"fix: {local.by_key()['f1_compute'].fix}"
+    assert samples == "samples: 92 (0 repeated) of a dataset of 92"  # every training sample, counted once
     assert fix.startswith('fix: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)')
     epochs = local.by_key()["f1_compute"].epochs
     gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in epochs]

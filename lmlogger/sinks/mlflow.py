@@ -12,9 +12,10 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
   ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version), ``lmlogger.sidecar`` and
   ``lmlogger.sidecar.local``;
 * one tag per key, ``lmlogger.key.<metric>`` (``<metric>`` is the metric's name in MLflow), whose value
-  starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the fix
-  or the reason: ``mismatch|metric_compute|running-value-averaged|worst train epoch 0: logged 0.4713,
-  reference 0.57377 (18% apart)|fix: self.log(...)``. Search them in the UI, e.g.
+  starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the
+  samples behind it, the fix or the reason:
+  ``mismatch|metric_compute|running-value-averaged|worst train epoch 0 (step 6): logged 0.4713,
+  reference 0.57377 (18% apart)|samples: ...|fix: self.log(...)``. Search them in the UI, e.g.
   ``tags.`lmlogger.verdict` = 'mismatch'`` or ``tags.`lmlogger.key.f1` LIKE 'mismatch|%'``;
 * reference metrics ``lmlogger/reference/<metric>`` through the wrapped logger, at the epoch value's step.
 
