@@ -78,8 +78,8 @@ class _Piece:
     exact: bool = True
     reason: str | None = None
     dl: int | None = None  # the evaluation dataloader that was running (None in training)
-    rank: int = 0
     from_default: bool = True  # the stretch started from the default state (after a reset)
+    rank: int = 0
 
 
 _NOT_KEPT = (

@@ -186,12 +186,42 @@ class Close:
     type: str = "close"
 
 
-Record = Header | ProvenanceRecord | VerificationRecord | Close
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One read of a monitored value by a callback that acts on it (see ``lmlogger._replay``).
+
+    ``callback`` is the callback's label in the run (``ModelCheckpoint``, ``ModelCheckpoint-2``,
+    ``EarlyStopping``, ``ReduceLROnPlateau``); ``kind`` is ``checkpoint``, ``early_stopping`` or
+    ``lr_scheduler``; ``config`` holds the callback's settings (plain values); ``logged`` is the value the
+    callback read, ``reference`` and ``verdict`` those of the verified epoch value it read; ``observed`` is
+    what the callback was seen to do with it (``kept``/``best_epoch``, ``stop``, ``lr_before``/``lr_after``).
+    A record with ``state`` carries no read: it seeds the replays of a run resumed from a checkpoint.
+    """
+
+    callback: str
+    kind: str
+    monitor: str
+    key: str | None
+    config: dict[str, Any]
+    epoch: int
+    step: int | None
+    logged: float | None
+    reference: float | None
+    verdict: str
+    observed: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    #: Set on the first record of a run resumed from a checkpoint: the replays' state at the save (no read).
+    state: dict[str, Any] | None = None
+    type: str = "decision"
+
+
+Record = Header | ProvenanceRecord | VerificationRecord | Close | DecisionRecord
 _TYPES: dict[str, type] = {
     "header": Header,
     "provenance": ProvenanceRecord,
     "verification": VerificationRecord,
     "close": Close,
+    "decision": DecisionRecord,
 }
 #: The ``type`` of every record this schema defines.
 RECORD_TYPES: frozenset[str] = frozenset(_TYPES)
@@ -265,6 +295,21 @@ _FIELDS: dict[str, dict[str, str]] = {
         "duplicates": "int",
     },
     "close": {"stage": "str", "status": "str", "closed": "str"},
+    "decision": {
+        "callback": "str",
+        "kind": "str",
+        "monitor": "str",
+        "key": "str?",
+        "config": "dict",
+        "epoch": "int",
+        "step": "int?",
+        "logged": "number?",
+        "reference": "number?",
+        "verdict": "str",
+        "observed": "dict",
+        "reason": "str?",
+        "state": "dict?",
+    },
 }
 
 

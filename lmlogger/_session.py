@@ -27,6 +27,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.wrappers import MinMaxMetric, Running
 
 from lmlogger import _intercept
+from lmlogger._decisions import DecisionTracker
 from lmlogger._derivation import derivation, user_frame
 from lmlogger._distributed import Exchange
 from lmlogger._errors import MismatchError, warn_user
@@ -101,6 +102,7 @@ class Session:
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
         self.callback = WindowCallback(self)
+        self.decisions = DecisionTracker(self)  # checkpoint / early stopping / scheduler decisions
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _tap(self, metric: Any, attribute: str | None, adopt: bool = True) -> MetricTap:
@@ -169,6 +171,10 @@ class Session:
         _intercept.register(self.trainer, self)
 
     def detach(self) -> None:
+        try:
+            self.decisions.detach()
+        except Exception as err:
+            self._internal_error("ending the decisions record", err)
         _intercept.unregister(self.trainer)
         if self.callback in self.trainer.callbacks:
             self.trainer.callbacks.remove(self.callback)
@@ -365,6 +371,10 @@ class Session:
                 tracker.recorded = state
         for logger in self.loggers:
             logger._emit(provenance, records, owner)
+        try:
+            self.decisions.on_close(records)  # reads of a monitored key waiting for its epoch value
+        except Exception as err:
+            self._internal_error("recording decisions", err)
         self._report(records)
 
     def _verify(self, owner: Owner, trackers: list[KeyTracker], capture: _Capture | None) -> list:

@@ -79,12 +79,21 @@ class WindowCallback(Callback):
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self.session.samples.step_start(batch_idx, 0)  # sample accounting (_samples.py): never raises
 
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # callbacks set up, optimizers and schedulers made, a resumed checkpoint loaded (not yet released)
+        self._guard("finding the callbacks that act on logged values", self.session.decisions.start)
+
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.raise_pending()
         s = self.session
         if s.open_train is not None:
             owner, s.open_train = s.open_train, None
             self._guard("closing the training epoch", s.close, owner)
+        self._guard("ending the decisions record", s.decisions.finish)
+
+    # checkpoints saved during the run carry their verification (plain Python types: loads without lmlogger)
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        self._guard("adding lmlogger's entry to the checkpoint", self.session.decisions.on_save_checkpoint, checkpoint)
 
     # validation / test
     def _eval_start(self, trainer: Any, phase: str) -> None:

@@ -54,10 +54,13 @@ def _add_audit(sub: Any) -> None:
     audit = sub.add_parser(
         "audit",
         prog="lmlogger audit",
-        help="audit a run dir, a folder of runs, or runs:/<run_id>",
+        help="audit a run dir, a folder of runs, runs:/<run_id>, or a checkpoint (.ckpt)",
         description="Audit recorded runs. Exit 0: nothing mismatched; 1: a mismatch; 2: bad input or usage.",
     )
-    audit.add_argument("source", help="run dir, folder of runs, a provenance.jsonl, or runs:/<run_id> (MLflow)")
+    audit.add_argument(
+        "source",
+        help="run dir, folder of runs, a provenance.jsonl, runs:/<run_id> (MLflow), or a checkpoint (.ckpt)",
+    )
     audit.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     audit.add_argument("--format", choices=_FORMATS, default="table", help="output format (default: table)")
     audit.add_argument("--plot", metavar="FILE.png", default=None, help="draw logged vs reference per key")

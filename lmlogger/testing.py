@@ -43,8 +43,9 @@ def assert_verified(
 
     Args:
         target: what to check: a ``Trainer`` (every `VerifiedLogger` among its loggers),
-            a `VerifiedLogger`, an `AuditReport`, or what
-            `lmlogger.audit` accepts (a run dir, a folder of runs, ``runs:/<run_id>``).
+            a `VerifiedLogger`, an `AuditReport`, or what `lmlogger.audit` accepts (a run dir, a folder of
+            runs, ``runs:/<run_id>``, or a checkpoint file saved during a verified run, e.g.
+            ``checkpoint_callback.best_model_path``).
         allow_unverified: when ``False``, a key with no trustworthy reference fails the check too.
         tracking_uri: MLflow tracking URI, for a ``runs:/<run_id>`` target.
 
@@ -62,6 +63,7 @@ def assert_verified(
         trainer.fit(model, loader)
         report = assert_verified(trainer)
         assert report.by_key()["val_f1"].verdict == "match"
+        assert_verified(trainer.checkpoint_callback.best_model_path)  # kept on a right number?
         ```
     """
     report = _report_of(target, tracking_uri)
@@ -166,4 +168,8 @@ def _message(report: AuditReport, failing: list[tuple[str, KeyReport]], allow_un
             lines.append(f"    reason: {key.reason}")
         if key.fix:
             lines.append(f"    fix: {key.fix}")
+    for run in report.runs:
+        for decision in run.decisions:
+            if decision.monitor_verdict == "mismatch" or decision.agree is False:
+                lines.append(f"decision ({run.source}): {decision.message}")
     return "\n".join(lines)

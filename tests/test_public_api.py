@@ -103,5 +103,16 @@ def test_options_are_validated(value):
     if value == 0:
         VerifiedLogger(CSVLogger("unused"), rtol=value)  # zero tolerance is allowed
         return
-    with pytest.raises(ValueError, match="tolerances must be >= 0"):
+    with pytest.raises(ValueError, match="expected a finite number >= 0"):
         VerifiedLogger(CSVLogger("unused"), rtol=value)
+
+
+def test_every_record_field_has_a_checked_type():
+    """The audit checks the type of every field it reads: each record field is listed with its type."""
+    import dataclasses
+
+    from lmlogger import _records
+
+    for type_, cls in _records._TYPES.items():
+        names = {f.name for f in dataclasses.fields(cls)} - {"type"}
+        assert names <= set(_records._FIELDS[type_]), (type_, names - set(_records._FIELDS[type_]))

@@ -19,6 +19,9 @@ from typing import Any
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport, StageReport
 from lmlogger.audit._sidecar import AuditInputError, file_kind, find_sidecars, is_sidecar_name, run_report
 
+#: File names audited as checkpoints (their ``checkpoint["lmlogger"]`` entry).
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
 
 def audit(
     source: str | os.PathLike[str],
@@ -30,7 +33,8 @@ def audit(
     """Audit a run dir, a folder of runs, or an MLflow run (``runs:/<run_id>``).
 
     Args:
-        source: a TensorBoard or CSV run dir, a folder holding many runs, or ``runs:/<run_id>``.
+        source: a TensorBoard or CSV run dir, a folder holding many runs, ``runs:/<run_id>``, or a checkpoint
+            file (``.ckpt``) saved during a verified run.
         tracking_uri: MLflow tracking URI for ``runs:/`` sources (default: ``MLFLOW_TRACKING_URI``).
         rtol: re-judge the recorded values with this relative tolerance (default: the run's own).
         atol: re-judge the recorded values with this absolute tolerance (default: the run's own).
@@ -55,6 +59,10 @@ def audit(
     except OSError as err:
         reason = "no such file or directory" if isinstance(err, FileNotFoundError) else (err.strerror or str(err))
         raise AuditInputError(f"{source}: {reason}") from None
+    if stat.S_ISREG(info.st_mode) and source.endswith(CHECKPOINT_SUFFIXES):
+        from lmlogger.audit._checkpoint import audit_checkpoint
+
+        return AuditReport(runs=[audit_checkpoint(source)])
     if stat.S_ISREG(info.st_mode):
         if not is_sidecar_name(os.path.basename(source)):
             raise AuditInputError(f"{source}: not a run dir nor an lmlogger sidecar (provenance.jsonl)")

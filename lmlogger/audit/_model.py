@@ -168,6 +168,11 @@ class RunReport:
     versions: dict[str, str] = field(default_factory=dict)
     #: One entry per stage, in order (``stages`` holds their names): labels, closes, resumes.
     stage_details: list[StageReport] = field(default_factory=list)
+    #: What checkpoint / early-stopping / scheduler callbacks decided on the logged values and would have
+    #: decided on the references (:class:`lmlogger._replay.Decision`, one per callback).
+    decisions: list[Any] = field(default_factory=list)
+    #: For a checkpoint file: when it was saved and by which callback (``None`` for a run).
+    checkpoint: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(VERDICTS, 0)
@@ -177,7 +182,7 @@ class RunReport:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "source": self.source,
             "backend": self.backend,
             "complete": self.complete,
@@ -189,6 +194,11 @@ class RunReport:
             "versions": dict(self.versions),
             "keys": [k.to_dict() for k in self.keys],
         }
+        if self.decisions:
+            out["decisions"] = [d.to_dict() for d in self.decisions]
+        if self.checkpoint is not None:
+            out["checkpoint"] = dict(self.checkpoint)
+        return out
 
 
 @dataclass

@@ -160,6 +160,7 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
             out += ["findings / fix / reason:", *details]
         out += [f"problem: {terminal(p)}" for p in run.problems]
     out += [f"could not be read: {terminal(e)}" for e in report.errors]
+    out += _decisions_text(report)
     return "\n".join(out)
 
 
@@ -200,6 +201,7 @@ def to_markdown(report: AuditReport) -> str:
         lines.append("")
     for error in report.errors:
         lines.append(f"- could not be read: {markdown_text(error)}")
+    lines += ["", *_decisions_markdown(report)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -211,6 +213,53 @@ def _md_epoch(run: RunReport, key: KeyReport) -> str:
     if len({e.stage for k in run.keys for e in k.epochs}) > 1:
         return f"{epoch.epoch} ({markdown_text(stage_label(run, epoch.stage).split(' (')[0])})"
     return str(epoch.epoch)
+
+
+_AGREE = {True: "agree", False: "disagree", None: "unverified"}
+
+
+def _checkpoint_line(run: RunReport, escape: Any = terminal) -> str:
+    c = run.checkpoint or {}
+    saved = c.get("saved_by") or {}
+    by = (
+        f" by {escape(saved.get('callback'))} (monitor {escape(saved.get('monitor'))})" if saved.get("callback") else ""
+    )
+    return f"checkpoint saved at epoch {escape(c.get('epoch'))}, step {escape(c.get('global_step'))}{by}"
+
+
+def _decisions_markdown(report: AuditReport) -> list[str]:
+    """The decisions section: one row per callback that acted on a monitored key."""
+    lines: list[str] = []
+    for run in report.runs:
+        if not run.decisions and run.checkpoint is None:
+            continue
+        lines += [f"### Decisions: {markdown_code(run.source, in_table=False)}", ""]
+        if run.checkpoint is not None:
+            lines += [_checkpoint_line(run, markdown_text), ""]
+        if run.decisions:
+            lines.append("| callback | monitor | monitor verdict | agree | decision |")
+            lines.append("|---|---|---|---|---|")
+            for d in run.decisions:
+                agree = "**disagree**" if d.agree is False else _AGREE[d.agree]
+                cells = [markdown_code(d.callback), markdown_code(d.monitor), markdown_text(d.monitor_verdict or "-")]
+                lines.append("| " + " | ".join([*cells, agree, markdown_text(d.message)]) + " |")
+        lines.append("")
+    return lines
+
+
+def _decisions_text(report: AuditReport) -> list[str]:
+    """The decisions section of the plain table: one line per callback, the sentence says it all."""
+    out: list[str] = []
+    for run in report.runs:
+        if not run.decisions and run.checkpoint is None:
+            continue
+        out += ["", f"decisions ({terminal(run.source)}):"]
+        if run.checkpoint is not None:
+            out.append(f"  {_checkpoint_line(run)}")
+        for d in run.decisions:
+            verdict = terminal(d.monitor_verdict or "-")
+            out.append(f"  [{_AGREE[d.agree]}] {terminal(d.message)} (monitor verdict: {verdict})")
+    return out
 
 
 _COLOURS = {"match": "green", "mismatch": "bold red", "unverified": "yellow"}
@@ -286,4 +335,5 @@ def rich_renderable(report: AuditReport) -> Any:
             parts += [Text("findings / fix / reason:"), *(Text(line) for line in details)]
         parts += [Text(f"problem: {terminal(p)}", style="yellow") for p in run.problems]
     parts += [Text(f"could not be read: {terminal(e)}", style="bold red") for e in report.errors]
+    parts += [Text(line) for line in _decisions_text(report)]
     return Group(*parts)

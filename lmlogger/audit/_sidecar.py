@@ -243,6 +243,9 @@ def run_report(
     for key in sorted(set(provenance) | set(verifications)):
         prov = provenance.get(key)
         report.keys.append(_key_report(key, prov, verifications.get(key, []), rtol, atol))
+    from lmlogger.audit._decisions import apply_decisions
+
+    apply_decisions(report, records)  # checkpoint / early stopping / scheduler decisions, replayed
     return report, records
 
 

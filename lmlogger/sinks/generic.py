@@ -185,6 +185,11 @@ class GenericSink:
             )
             return False
 
+    def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
+        """Append ``decision`` records (one per read of a monitored key); ``decisions`` is each callback's
+        decision so far (:class:`lmlogger._replay.Decision`), for sinks that show it."""
+        self._append(records)
+
     # -- extra metrics ------------------------------------------------------------------------
     def log_references(self, records: list[VerificationRecord]) -> None:
         by_step: dict[int | None, dict[str, float]] = defaultdict(dict)

@@ -69,6 +69,8 @@ from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 #: Where the local copy of an MLflow run's sidecar lives, below ``trainer.default_root_dir``.
 LOCAL_DIR = "lmlogger_mlflow"
 REPORT_ARTIFACT_PATH = "lmlogger/report.html"
+#: ``lmlogger.decision.<callback>`` = agree / disagree / unverified; ``<tag>.detail`` holds the sentence.
+DECISION_TAG = "lmlogger.decision.{}"
 
 
 def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
@@ -123,6 +125,7 @@ class MLflowSink(GenericSink):
         self.unreachable = False  # the server did not answer: every call skipped until the end
         self.warned = False  # one warning per run for all of them
         self.announced = False
+        self.decisions: list[Any] = []
 
     # -- where the sidecar lives --------------------------------------------------------------------
     def _run_dir(self, trainer: Any) -> str:
@@ -171,6 +174,11 @@ class MLflowSink(GenericSink):
     def close(self, status: str) -> None:
         super().close(status)
         self._publish([], final=True)
+
+    def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
+        super().write_decisions(records, decisions)
+        self.decisions = list(decisions)
+        self._publish([], final=False)
 
     # -- lmlogger's own MLflow calls ------------------------------------------------------------
     def _publish(self, records: list[VerificationRecord], final: bool) -> None:
@@ -271,6 +279,10 @@ class MLflowSink(GenericSink):
             if mismatched:
                 summary += "; mismatch: " + ", ".join(mismatched)
             tags[SUMMARY_TAG] = _clip(summary, 1000 - 20) + f" (lmlogger {self.version})"
+        for d in self.decisions:
+            name = fit_name(_LIGHTNING_REMOVES.sub("", d.callback), _TAG_ROOM, d.callback)
+            tags[DECISION_TAG.format(name)] = {True: "agree", False: "disagree", None: "unverified"}[d.agree]
+            tags[DECISION_TAG.format(name) + ".detail"] = _clip(d.message)
         for key in sorted(set(self.provenance) | set(self.latest)):
             tags[KEY_TAG.format(self._names_of(key).tag_base)] = _clip(self.key_tag(key, key_verdicts.get(key)))
         return tags

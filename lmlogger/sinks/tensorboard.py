@@ -22,6 +22,7 @@ from lmlogger._records import ProvenanceRecord, VerificationRecord
 from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
+DECISIONS_TAG = "lmlogger/decisions"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
 GAP_CATEGORY = "lmlogger: gap to the reference"
 HEADERS = ("key", "provenance", "hook", "verdict", "worst epoch", "logged", "reference", "gap", "findings")
@@ -82,6 +83,15 @@ class TensorBoardSink(GenericSink):
             ]
         return {LAYOUT_CATEGORY: lines, GAP_CATEGORY: gaps}
 
+    def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
+        super().write_decisions(records, decisions)
+        if not decisions:
+            return
+        step = max((r.step for r in records if r.step is not None), default=0)
+        experiment = self.logger.experiment
+        experiment.add_text(DECISIONS_TAG, decisions_table(decisions), global_step=step)
+        experiment.flush()
+
     def table(self) -> str:
         """The markdown TensorBoard's text plugin renders: one row per key (its worst epoch so far), then fixes."""
         lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
@@ -108,3 +118,13 @@ class TensorBoardSink(GenericSink):
         if fixes:
             lines += ["", "**Fix**", "", *fixes]
         return "\n".join(lines)
+
+
+def decisions_table(decisions: list[Any]) -> str:
+    """The decisions as a markdown table for TensorBoard's text plugin (one row per callback)."""
+    lines = ["| callback | monitor | agree | monitor verdict | decision |", "|---|---|---|---|---|"]
+    for d in decisions:
+        agree = {True: "agree", False: "**disagree**", None: "unverified"}[d.agree]
+        cells = [d.callback, d.monitor, agree, d.monitor_verdict or "-", d.message]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
