@@ -174,4 +174,6 @@ def test_version_and_help_are_one_command_each():
     assert usage.stderr.splitlines() == [
         "lmlogger audit: error: the following arguments are required: source (see `lmlogger audit --help`)"
     ]
-    assert cli().stderr.splitlines() == ["lmlogger: error: a command is required: audit (see `lmlogger --help`)"]
+    assert cli().stderr.splitlines() == [
+        "lmlogger: error: a command is required: audit or lint (see `lmlogger --help`)"
+    ]

@@ -332,3 +332,12 @@ def test_lmlogger_lint_subprocess_end_to_end(tree):
     proc = cli("src", "--format", "json", cwd=tree)
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["summary"]["findings"] == 1
+
+
+def test_control_characters_in_paths_are_escaped_on_the_terminal(tmp_path, monkeypatch, capsys):
+    """A file name carrying an escape sequence cannot drive the terminal: it is shown escaped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil\x1b[2J.py").write_text("def f(:\n")
+    code, out, err = run(capsys, ".")
+    assert code == 2
+    assert "\x1b" not in err + out and "evil\\x1b[2J.py" in err

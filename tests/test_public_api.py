@@ -96,7 +96,7 @@ def test_a_users_own_logger_subclass(tmp_path):
     del logger
 
 
-@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])
 def test_options_are_validated(value):
     from lightning.pytorch.loggers import CSVLogger
 

@@ -19,15 +19,16 @@ from lmlogger.testing import assert_verified, verified
 
 class Model(LightningModule):
     """``f1`` as a metric object (right); optionally ``f1_running`` as compute() at each step (wrong) and
-    ``inplace``, a tensor modified in place after self.log (unverifiable)."""
+    ``pct``, a value computed from compute() at each step (unverifiable: derived-value)."""
 
-    def __init__(self, wrong: bool = False, inplace: bool = False) -> None:
+    def __init__(self, wrong: bool = False, derived: bool = False) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(N_FEATURES, 1)
         self.f1 = BinaryF1Score()
         self.f1_running = BinaryF1Score()
         self.wrong = wrong
-        self.inplace = inplace
+        self.derived = derived
+        self.f1_pct = BinaryF1Score()
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -40,10 +41,9 @@ class Model(LightningModule):
         if self.wrong:
             self.f1_running.update(p, y)
             self.log("f1_running", self.f1_running.compute(), on_step=False, on_epoch=True)
-        if self.inplace:
-            value = loss.detach().clone()
-            self.log("inplace", value, on_step=False, on_epoch=True)
-            value.add_(1.0)
+        if self.derived:
+            self.f1_pct.update(p, y)
+            self.log("pct", self.f1_pct.compute() * 100, on_step=False, on_epoch=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -96,16 +96,16 @@ def test_mismatch_message_lists_key_values_finding_and_fix(tmp_path):
 
 def test_unverified_fails_only_when_not_allowed(tmp_path):
     """allow_unverified=False turns an unverified key into a failure that gives the reason."""
-    t, logger = fit(tmp_path, Model(inplace=True))
+    t, logger = fit(tmp_path, Model(derived=True))
     report = assert_verified(t)  # unverified is allowed by default
-    assert report.by_key()["inplace"].verdict == "unverified"
+    assert report.by_key()["pct"].verdict == "unverified"
     with pytest.raises(AssertionError) as failure:
         assert_verified(t, allow_unverified=False)
     message = str(failure.value)
     assert message.splitlines()[0] == "lmlogger: 1 key(s) mismatch or unverified (2 match, 0 mismatch, 1 unverified)"
-    assert "  inplace: unverified (tensor logged from training_step)" in message
-    assert f"    reason: {report.by_key()['inplace'].reason}" in message
-    assert "modified in place" in message
+    assert "  pct: unverified (tensor logged from training_step)" in message
+    assert f"    reason: {report.by_key()['pct'].reason}" in message
+    assert "self.f1_pct.compute()" in message
     del t, logger
 
 

@@ -144,7 +144,7 @@ def test_validate_and_test_alone(tmp_path, stage):
 
 
 def test_late_attach_without_autolog_hparams(tmp_path):
-    """Trainer(enable_autolog_hparams=False) skips log_graph: lmlogger attaches at the first self.log."""
+    """Trainer(enable_autolog_hparams=False) skips log_graph: lmlogger still attaches at the run start (setup)."""
     seeded(0)
     model = KitchenSink(val_loaders=1)
     logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")

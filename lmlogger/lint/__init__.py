@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
     Exit codes: 0 nothing found, 1 findings, 2 bad input (a path that is missing or does not parse, a bad
     setting); the other paths are still checked and reported before a 2.
     """
+    from lmlogger.audit._escape import terminal
     from lmlogger.lint import _output
 
     try:
@@ -64,10 +65,10 @@ def main(args: argparse.Namespace) -> int:
         ignore = codes(args.ignore, "--ignore") if args.ignore is not None else None
         result = lint(args.paths, select, ignore)
     except ConfigError as err:
-        print(f"lmlogger: error: {err}", file=sys.stderr)
+        print(f"lmlogger: error: {terminal(err)}", file=sys.stderr)
         return 2
-    for error in result.errors:
-        print(f"lmlogger: error: {error}", file=sys.stderr)
+    for error in result.errors:  # paths and parser messages come from untrusted trees
+        print(f"lmlogger: error: {terminal(error)}", file=sys.stderr)
     if args.format == "json":
         report = _output.to_json(result)
     elif args.format == "sarif":
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.format == "github":
         report = _output.github(result)
     else:
-        report = _output.text(result)
+        report = "\n".join(terminal(line) for line in _output.text(result).splitlines())
     if report:
         print(report)
     return result.exit_code

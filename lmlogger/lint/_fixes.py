@@ -1,67 +1,88 @@
-"""The concrete change each finding asks for, worded as the runtime words it (``lmlogger._verify.fix_for``).
+"""The concrete change each finding asks for: the runtime's own wording (``lmlogger._verify.fix_for``).
 
-The runtime module imports torch, so the static check cannot call it; ``tests/test_lint_fixes.py`` pins
-that both produce the same text for the same facts.
+``fix_for`` is pure (it reads the record layer only), so the static check calls it with the facts it
+sees in the source. The runtime knows a key and an attribute path as strings; the source may name them
+with any expression (``f"{stage}_f1"``, ``self.metrics["f1"]``, ``getattr(self, f"{stage}_f1")``), so
+placeholders go in and the source text replaces them in the runtime's sentence.
 """
 
 from __future__ import annotations
 
-from lmlogger.lint._hooks import epoch_end_hook
+from lmlogger._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger._verify import Facts, fix_for
+
+_KEY = "\x00key\x00"
+_ATTR = "\x00attr\x00"
 
 
-def _short(attr: str) -> str:
-    return attr.rsplit(".", 1)[-1].removeprefix("train_").removeprefix("val_").removeprefix("test_")
+def _runtime(code: str, name: str, attr: str, **facts: object) -> str:
+    """``fix_for`` for ``code``, with ``name`` (a key as source: ``"val_f1"``) and ``attr`` (``self.x``)."""
+    base: dict[str, object] = dict(
+        name=_KEY,
+        kind=METRIC_COMPUTE,
+        hook="training_step",
+        step_hook=True,
+        on_step=False,
+        on_epoch=True,
+        attribute=_ATTR,
+        phase="train",
+    )
+    base.update(facts)
+    text = fix_for(Facts(**base), [code]) or ""  # type: ignore[arg-type]
+    literal = name.startswith('"') and name.endswith('"')
+    as_repr = repr(name[1:-1].replace('\\"', '"').replace("\\\\", "\\")) if literal else name
+    text = text.replace(f'"{_KEY}"', name).replace(repr(_KEY), as_repr).replace(_KEY, name.strip('"'))
+    return text.replace(f"self.{_ATTR}", attr).replace(_ATTR, attr)
 
 
 def log_object(name: str, attr: str, on_step: bool = False, *, as_dict: bool = False, remove: str | None = None) -> str:
     """``running-value-averaged`` / ``batch-values-averaged``: log the metric object itself.
 
-    ``on_step``: the key was logged per step too (a forward() value), so the metric is still called for the
-    step value. ``remove``: the hook in which the module resets this training metric, which must go.
+    ``on_step``: the key was logged per step too (a forward() value). ``remove``: the hook in which the
+    module resets this training metric. ``as_dict``: a ``log_dict`` of a collection's results.
     """
-    text = (
-        f"self.log_dict({attr}, on_epoch=True, on_step={on_step})"
-        if as_dict
-        else (f"self.log({name}, {attr}, on_epoch=True, on_step={on_step})")
-    )
-    if on_step:
-        text = f"{attr}(preds, target) (forward, for the step value), then {text}"
-    if remove:
-        text += f"; and remove the `{attr}.reset()` in `{remove}`: Lightning resets logged metric objects itself"
+    code = "batch-values-averaged" if on_step else "running-value-averaged"
+    kind = METRIC_FORWARD if on_step else METRIC_COMPUTE
+    text = _runtime(code, name, attr, kind=kind, on_step=on_step, reset_hooks=(remove,) if remove else ())
+    if as_dict:  # the runtime names one key; a collection is logged whole
+        text = text.replace(f"self.log({name}, {attr},", f"self.log_dict({attr},")
     return text
 
 
 def element_at_epoch_end(name: str, attr: str, index: str, phase: str) -> str:
     """An element of a result (``compute()[0]``): logged once per epoch from the epoch-end hook."""
-    return (
-        f"self.log({name}, {attr}.compute(){index}) in {epoch_end_hook(phase)}, once per epoch, before {attr}.reset()"
-    )
+    text = _runtime("running-value-averaged", name, attr, phase=phase, index=("\x00index\x00",))
+    return text.replace("['\\x00index\\x00']", index)
 
 
 def derived(name: str, expression: str, phase: str) -> str:
     """``derived-value``: the same expression, from ``compute()``, once per epoch."""
-    return f"self.log({name}, {expression}) in {epoch_end_hook(phase)}, once per epoch, before the metric's reset()"
-
-
-def one_instance_per_dataloader(name: str, attr: str) -> str:
-    """``shared-metric`` between the dataloaders of one phase."""
-    return (
-        f"use one metric instance per dataloader (e.g. an nn.ModuleList: "
-        f'{attr}[dataloader_idx].update(...) and self.log("{name}", {attr}[dataloader_idx]))'
+    return _runtime(
+        "derived-value",
+        name,
+        "",
+        kind=TENSOR,
+        phase=phase,
+        derived_source=expression,
+        derived_epoch_expression=expression,
     )
 
 
 def reset_after_logging(name: str, attr: str, phase: str) -> str:
     """``state-carried-over`` of a ``compute()`` result logged at epoch end."""
-    return f"{attr}.reset() in {epoch_end_hook(phase)}, right after logging {name}"
+    return _runtime("state-carried-over", name, attr, phase=phase, step_hook=False, carried=1)
 
 
 def one_instance_per_phase(attr: str) -> str:
-    """``shared-metric``."""
-    short = _short(attr)
-    return f"use one metric instance per phase (e.g. self.train_{short} and self.val_{short})"
+    """``shared-metric`` between phases."""
+    return _runtime("shared-metric", '"?"', attr, shared=True, attribute=attr.removeprefix("self."))
+
+
+def one_instance_per_dataloader(name: str, attr: str) -> str:
+    """``shared-metric`` between the dataloaders of one phase."""
+    return _runtime("shared-metric", f'"{name}"', attr, shared=True, shared_dataloaders=True)
 
 
 def call_forward(name: str, attr: str) -> str:
     """``stale-step-value``."""
-    return f"call {attr}(preds, target) (forward) before self.log({name}, {attr}, on_step=True)"
+    return _runtime("stale-step-value", name, attr, kind=METRIC_OBJECT, on_step=True, stale=True)
