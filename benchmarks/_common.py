@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,12 +89,20 @@ def make_trainer(logger, root: str, max_epochs: int = 1, **kwargs) -> Trainer:
     return Trainer(**options)
 
 
+def scratch_dir() -> str:
+    """A new temporary folder, removed when the process exits (benchmarks leave nothing behind)."""
+    root = tempfile.mkdtemp(prefix="lmlogger-bench-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 def fresh_logger(kind: str, wrapped: bool) -> tuple[object, str]:
-    """``(logger, root)``: a ``TensorBoardLogger`` or ``CSVLogger`` in a new temp dir, wrapped or not."""
+    """``(logger, root)``: a ``TensorBoardLogger`` or ``CSVLogger`` in a new temp dir (removed when the process
+    exits), wrapped or not."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     seed()
-    root = tempfile.mkdtemp()
+    root = scratch_dir()
     logger = (TensorBoardLogger if kind == "tensorboard" else CSVLogger)(root)
     if wrapped:
         from lmlogger import VerifiedLogger

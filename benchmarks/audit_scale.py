@@ -1,11 +1,12 @@
 """Audit time on a TensorBoard run with a million scalar points, vs tensorboard's EventAccumulator.
 
-    python benchmarks/audit_scale.py [--epochs 1000] [--steps-per-epoch 1000] [--repeats 3]
+    python benchmarks/audit_scale.py [--epochs 1000] [--steps-per-epoch 1000] [--repeats 3] [--keep DIR]
 
-Generates (once, cached under the temp dir) a run with one step-level scalar per step plus epoch
-values, references and an lmlogger sidecar, then times ``lmlogger.audit(run)`` (which cross-checks
-every epoch value against the event file) and ``EventAccumulator(run, size_guidance={"scalars": 0})
-.Reload()`` loading the same run.
+Generates a run with one step-level scalar per step plus epoch values, references and an lmlogger
+sidecar (about 40 MB for the default size, in a temporary folder removed at the end; ``--keep DIR``
+writes it to DIR instead, keeps it, and reuses it on the next call), then times
+``lmlogger.audit(run)`` (which cross-checks every epoch value against the event file) and
+``EventAccumulator(run, size_guidance={"scalars": 0}).Reload()`` loading the same run.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, median
+from _common import machine, median, scratch_dir
 
 
 def generate(run_dir: str, epochs: int, steps: int) -> int:
@@ -102,8 +102,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--steps-per-epoch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keep", metavar="DIR", default=None, help="write the generated run here and keep it")
     args = parser.parse_args()
-    run_dir = os.path.join(tempfile.gettempdir(), f"lmlogger-bench-{args.epochs}x{args.steps_per_epoch}")
+    if args.keep:
+        run_dir = os.path.join(args.keep, f"lmlogger-bench-{args.epochs}x{args.steps_per_epoch}")
+    else:
+        run_dir = os.path.join(scratch_dir(), "run")
     marker = os.path.join(run_dir, "points")
     if not os.path.exists(marker):
         t0 = time.perf_counter()

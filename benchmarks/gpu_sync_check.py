@@ -1,6 +1,6 @@
 """GPU check: a short fit under torch.cuda.set_sync_debug_mode("error"), plain and wrapped.
 
-    python benchmarks/gpu_sync_check.py
+    python benchmarks/gpu_sync_check.py [--epochs 2] [--samples 600]
 
 Any host-device synchronisation inside training/validation steps raises. Lightning itself
 synchronises when it converts step metrics for the logger, so sync checking is switched on only
@@ -10,13 +10,13 @@ PASS/FAIL per variant. Needs a CUDA device.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
-from _common import LoggingHeavy, data, seed
+from _common import LoggingHeavy, data, scratch_dir, seed
 from lightning.pytorch import Callback
 
 
@@ -36,11 +36,11 @@ class GpuModel(LoggingHeavy):
         super().on_train_epoch_end()
 
 
-def run(wrapped: bool) -> str:
+def run(wrapped: bool, epochs: int = 2, samples: int = 600) -> str:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     seed()
-    root = tempfile.mkdtemp()
+    root = scratch_dir()
     logger = TensorBoardLogger(root)
     if wrapped:
         from lmlogger import VerifiedLogger
@@ -49,7 +49,7 @@ def run(wrapped: bool) -> str:
     from lightning.pytorch import Trainer
 
     trainer = Trainer(
-        max_epochs=2,
+        max_epochs=epochs,
         logger=logger,
         default_root_dir=root,
         accelerator="gpu",
@@ -61,7 +61,7 @@ def run(wrapped: bool) -> str:
         callbacks=[SyncErrorsInSteps()],
     )
     try:
-        trainer.fit(GpuModel(), data(600))
+        trainer.fit(GpuModel(), data(samples))
     except RuntimeError as err:
         return f"FAIL: {err}"
     finally:
@@ -72,14 +72,23 @@ def run(wrapped: bool) -> str:
     return "PASS"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Exit code: 0 both PASS (or no CUDA device), 1 a FAIL."
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (default: 2)")
+    parser.add_argument("--samples", type=int, default=600, help="training samples, batch size 8 (default: 600)")
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
-        return
+        return 0
     print(f"device: {torch.cuda.get_device_name()}")
-    print(f"plain TensorBoardLogger: {run(False)}")
-    print(f"VerifiedLogger:          {run(True)}")
+    results = {"plain TensorBoardLogger": run(False, args.epochs, args.samples)}
+    results["VerifiedLogger"] = run(True, args.epochs, args.samples)
+    for name, result in results.items():
+        print(f"{name + ':':24} {result}")
+    return 0 if all(r.startswith("PASS") for r in results.values()) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,9 +4,11 @@ Run:  python examples/mlflow_server.py [--tracking-uri URI] [--workdir DIR] [--e
 
 Without ``--tracking-uri`` the script starts a real ``mlflow server`` on 127.0.0.1 (a free port,
 a SQLite store and an artifact folder in ``--workdir``), trains the quickstart model with
-``VerifiedLogger(MLFlowLogger(...))``, audits ``runs:/<run_id>`` through the server, and stops the
-server. In the MLflow UI the run carries the ``lmlogger.verdict`` tag, per-key tags, the
-``lmlogger/reference/...`` metrics and the ``lmlogger/provenance.jsonl`` artifact.
+``VerifiedLogger(MLFlowLogger(...))``, audits ``runs:/<run_id>`` through the server, stops the
+server, and prints how to audit the run again (from lmlogger's local copy, or through the same store
+served again). In the MLflow UI the run carries the ``lmlogger.verdict`` tag, one tag per key, the
+``lmlogger/reference/...`` metrics and the ``lmlogger/provenance.jsonl`` and ``lmlogger/report.html``
+artifacts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
 from quickstart import Classifier, data
 
 import lmlogger
@@ -80,8 +83,8 @@ def mlflow_server(workdir: str, port: int | None = None, timeout: float = 120.0)
 def train(tracking_uri: str, epochs: int, workdir: str) -> str:
     """Train the quickstart model with a verified MLFlowLogger; return the MLflow run id.
 
-    With a remote tracking URI, Lightning keeps the run's local files (checkpoints, and lmlogger's
-    sidecar) under ``default_root_dir/<experiment id>/<run id>``; here that is ``workdir``.
+    lmlogger keeps a local copy of the run's records under
+    ``<default_root_dir>/lmlogger_mlflow/<experiment id>/<run id>``; here ``default_root_dir`` is ``workdir``.
     """
     seed_everything(0, verbose=False)
     logger = VerifiedLogger(
@@ -116,10 +119,22 @@ def main(argv: list[str] | None = None) -> int:
             uri = stack.enter_context(mlflow_server(workdir))
             print(f"mlflow server running at {uri} (store in {workdir})")
         run_id = train(uri, args.epochs, workdir)
-        print(f"\nMLflow run {run_id} at {uri}")
-        print(f"  audit again with:  lmlogger audit runs:/{run_id} --tracking-uri {uri}\n")
+        experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+        print(f"\nMLflow run {run_id} at {uri}: the audit of runs:/{run_id} through the server")
         report = lmlogger.audit(f"runs:/{run_id}", tracking_uri=uri)
         print(report)
+    local = os.path.join(workdir, "lmlogger_mlflow", experiment_id, run_id)
+    print("\naudit again with:")
+    print(f"  lmlogger audit {local}    # lmlogger's local copy of the run's records, no server needed")
+    if args.tracking_uri is not None:
+        print(f"  lmlogger audit runs:/{run_id} --tracking-uri {uri}")
+    else:  # the server this script started is stopped now: say how to serve the same store again
+        store = os.path.abspath(workdir)
+        print(
+            f"  mlflow server --port 5000 --backend-store-uri sqlite:///{os.path.join(store, 'mlflow.db')} "
+            f"--artifacts-destination {os.path.join(store, 'artifacts')}    # then, while it runs:"
+        )
+        print(f"  lmlogger audit runs:/{run_id} --tracking-uri http://127.0.0.1:5000")
     return 0
 
 

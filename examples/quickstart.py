@@ -7,7 +7,8 @@ The model is a tiny classifier on synthetic data. It logs
     stores the mean of the *running* F1 values, not the epoch F1;
   * ``f1_right``: the metric object itself, ``self.log("f1_right", self.f1)``; Lightning calls
     ``compute()`` at epoch end.
-``VerifiedLogger`` records how each value was made and the audit shows which one to trust.
+``VerifiedLogger`` records how each value was made: a warning names ``f1_wrong`` when its first epoch
+ends, and the audit printed at the end shows which value to trust.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seed_everything(0, verbose=False)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    logger = VerifiedLogger(TensorBoardLogger(logdir, name="quickstart"), on_mismatch="ignore")
+    # on_mismatch="warn" (the default): a warning names f1_wrong, its gap and its fix at the trainer.fit line
+    logger = VerifiedLogger(TensorBoardLogger(logdir, name="quickstart"))
     trainer = Trainer(
         max_epochs=args.epochs,
         logger=logger,
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = logger.log_dir
     print(f"\nRun written to {run_dir}")
     print(f"  audit again with:  lmlogger audit {run_dir}")
-    print(f"  browse it with:    tensorboard --logdir {os.path.dirname(run_dir)}\n")
+    print(f"  browse it with:    tensorboard --logdir {os.path.dirname(run_dir)}")
+    print(f"  open the page:     {os.path.join(run_dir, 'lmlogger', 'report.html')}\n")
     report = lmlogger.audit(run_dir)
     print(report)
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.trainer import call as _trainer_call
@@ -17,6 +18,9 @@ from lmlogger import _intercept
 from lmlogger._records import ProvenanceRecord, VerificationRecord
 from lmlogger._session import Session
 from lmlogger._verify import DEFAULT_ATOL, DEFAULT_RTOL
+
+if TYPE_CHECKING:
+    from lmlogger.audit import AuditReport
 from lmlogger.sinks import make_sink
 
 _ON_MISMATCH = ("warn", "raise", "ignore")
@@ -29,12 +33,17 @@ _RUN_START_CODE = _trainer_call._call_setup_hook.__code__
 
 @dataclass(frozen=True)
 class Options:
-    """Settings of a :class:`VerifiedLogger` (see its docstring)."""
+    """Settings of a `VerifiedLogger` (see its docstring)."""
 
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     on_mismatch: str = "warn"
-    prefix: str = "lmlogger/reference/"
+    reference_prefix: str = "lmlogger/reference/"
+
+    @property
+    def prefix(self) -> str:
+        """The same as ``reference_prefix`` (its name before 0.2)."""
+        return self.reference_prefix
 
 
 class VerifiedLogger(Logger):
@@ -44,24 +53,30 @@ class VerifiedLogger(Logger):
     ``name``, ``version``, ``save_dir``, ``log_dir``, ``experiment`` and every other attribute are the
     wrapped logger's own, so ``trainer.log_dir`` and checkpoint paths do not change. Every value the
     user logs reaches the wrapped logger unchanged, at the same step. lmlogger adds, beside them,
-    reference values under ``prefix``, a sidecar ``lmlogger/provenance.jsonl`` in the run's log dir
-    and, where the backend has them, a text summary and chart layout (TensorBoard) or tags (MLflow).
+    reference values under ``reference_prefix``, a sidecar ``lmlogger/provenance.jsonl`` in the run's log dir,
+    the audit as a page (``lmlogger/report.html``) when the run ends and, where the backend has them, a text
+    summary and chart layout (TensorBoard) or tags and artifacts (MLflow).
 
     Args:
         logger: the Lightning logger to wrap (TensorBoardLogger, CSVLogger, MLFlowLogger, your own).
         rtol: relative tolerance when comparing a logged epoch value with its reference.
         atol: absolute tolerance for the same comparison.
-        on_mismatch: ``"warn"`` (one warning per key per run), ``"raise"`` (a ``MismatchError`` at
-            epoch end, after the records are written) or ``"ignore"``.
-        prefix: prefix of the reference metrics logged through the wrapped logger.
+        on_mismatch: ``"warn"`` (one warning per key per run, shown at your ``trainer.fit(...)`` line),
+            ``"raise"`` (``lmlogger.MismatchError`` at the end of the epoch whose value mismatched, once the
+            records are written and every logger has the epoch's values) or ``"ignore"``.
+        reference_prefix: prefix of the reference metrics logged through the wrapped logger
+            (``lmlogger/reference/f1`` for ``f1``). Named apart from the wrapped logger's own ``prefix``.
+        **deprecated: ``prefix=``, the old name of ``reference_prefix``: still accepted, with a
+            ``DeprecationWarning``.
 
-    Example::
-
+    Example:
+        ```python
         from lightning.pytorch import Trainer
         from lightning.pytorch.loggers import TensorBoardLogger
         from lmlogger import VerifiedLogger
 
         trainer = Trainer(logger=VerifiedLogger(TensorBoardLogger("logs")))
+        ```
     """
 
     # Names served by the wrapper itself; everything else is the wrapped logger's (see _transparent_class).
@@ -73,10 +88,11 @@ class VerifiedLogger(Logger):
         cls,
         logger: Logger,
         *,
-        rtol: float = DEFAULT_RTOL,
-        atol: float = DEFAULT_ATOL,
+        rtol: float = 1e-4,
+        atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
-        prefix: str = "lmlogger/reference/",
+        reference_prefix: str = "lmlogger/reference/",
+        **deprecated: Any,
     ) -> VerifiedLogger:
         if not isinstance(logger, Logger):
             raise TypeError(
@@ -91,21 +107,23 @@ class VerifiedLogger(Logger):
         self,
         logger: Logger,
         *,
-        rtol: float = DEFAULT_RTOL,
-        atol: float = DEFAULT_ATOL,
+        rtol: float = 1e-4,
+        atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
-        prefix: str = "lmlogger/reference/",
+        reference_prefix: str = "lmlogger/reference/",
+        **deprecated: Any,
     ) -> None:
         if on_mismatch not in _ON_MISMATCH:
             raise ValueError(f"VerifiedLogger(on_mismatch={on_mismatch!r}): expected one of {_ON_MISMATCH}.")
         for label, tol in (("rtol", rtol), ("atol", atol)):
             if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol >= 0):
                 raise ValueError(f"VerifiedLogger({label}={tol!r}): expected a finite number >= 0, e.g. {label}=1e-4.")
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError(f"VerifiedLogger(prefix={prefix!r}): expected a non-empty string.")
+        reference_prefix = _renamed_prefix(reference_prefix, deprecated)
+        if not isinstance(reference_prefix, str) or not reference_prefix:
+            raise ValueError(f"VerifiedLogger(reference_prefix={reference_prefix!r}): expected a non-empty string.")
         d = self.__dict__
         d["_lml_logger"] = logger
-        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, prefix)
+        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix)
         d["_lml_session"] = None
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
@@ -189,6 +207,7 @@ class VerifiedLogger(Logger):
         session = self._lml_session
         if session is not None and session.loggers[0] is self:
             session.on_log_metrics(metrics, step)
+            session.callback.epoch_values_logged(metrics)
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         # With enable_autolog_hparams (the default) Lightning calls log_graph(pl_module) at the start
@@ -198,6 +217,11 @@ class VerifiedLogger(Logger):
 
     def save(self) -> None:
         self._lml_logger.save()
+        session = self._lml_session
+        # Lightning calls log_metrics then save on each logger in turn: after the last one's save, every logger
+        # has the epoch's values, and a mismatch of that epoch can be raised (on_mismatch="raise").
+        if session is not None and session.callback.pending is not None and session.trainer.loggers[-1] is self:
+            session.callback.raise_pending()
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self._lml_logger.after_save_checkpoint(checkpoint_callback)
@@ -209,8 +233,8 @@ class VerifiedLogger(Logger):
             self._lml_logger.finalize(status)
 
     # -- lmlogger's own lifecycle --------------------------------------------------------------
-    def report(self) -> Any:
-        """The :class:`~lmlogger.AuditReport` of this logger's run so far (read back from its sidecar)."""
+    def report(self) -> AuditReport:
+        """The `AuditReport` of this logger's run so far (read back from its sidecar)."""
         from lmlogger.audit import audit
 
         if self.sidecar_path is None:
@@ -307,8 +331,33 @@ def _run_key(logger: Logger) -> Any:
 
 def _rebuild(logger: Logger, options: Options) -> VerifiedLogger:
     return VerifiedLogger(
-        logger, rtol=options.rtol, atol=options.atol, on_mismatch=options.on_mismatch, prefix=options.prefix
+        logger,
+        rtol=options.rtol,
+        atol=options.atol,
+        on_mismatch=options.on_mismatch,
+        reference_prefix=options.reference_prefix,
     )
+
+
+_DEFAULT_PREFIX = "lmlogger/reference/"
+
+
+def _renamed_prefix(reference_prefix: str, deprecated: dict[str, Any]) -> str:
+    """``reference_prefix``, or the value of its old name ``prefix`` (with a DeprecationWarning)."""
+    unknown = sorted(set(deprecated) - {"prefix"})
+    if unknown:
+        raise TypeError(f"VerifiedLogger() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if "prefix" not in deprecated:
+        return reference_prefix
+    if reference_prefix != _DEFAULT_PREFIX:
+        raise TypeError("VerifiedLogger(prefix=..., reference_prefix=...): give `reference_prefix` alone.")
+    warnings.warn(
+        "VerifiedLogger(prefix=...) is deprecated: use VerifiedLogger(reference_prefix=...). "
+        "(`prefix` is also the name of the wrapped logger's own option.)",
+        DeprecationWarning,
+        stacklevel=3,  # the user's VerifiedLogger(...) call: _renamed_prefix <- __init__ <- the call
+    )
+    return deprecated["prefix"]
 
 
 _classes: dict[type, type] = {}

@@ -16,9 +16,8 @@ RUN_VERDICT_TAG = "lmlogger.verdict"
 SUMMARY_TAG = "lmlogger.summary"
 SIDECAR_TAG = "lmlogger.sidecar"
 LOCAL_SIDECAR_TAG = "lmlogger.sidecar.local"
-VERSION_TAG = "lmlogger.version"
-KEY_TAG = "lmlogger.key.{}.{}"
-KEY_FIELDS = ("verdict", "provenance", "detail")
+#: One tag per key: ``verdict|provenance|findings|worst epoch and its gap|fix or reason`` (see sinks/mlflow.py).
+KEY_TAG = "lmlogger.key.{}"
 
 #: MLflow's limit on metric, param and tag keys.
 MAX_KEY_LENGTH = 250
@@ -31,7 +30,7 @@ PROBE_TIMEOUT_S = 5.0
 
 # What MLFlowLogger.log_metrics removes from metric keys (lightning/pytorch/loggers/mlflow.py).
 _LIGHTNING_REMOVES = re.compile(r"[^a-zA-Z0-9_/. -]+")
-_TAG_ROOM = MAX_KEY_LENGTH - len(KEY_TAG.format("", max(KEY_FIELDS, key=len)))
+_TAG_ROOM = MAX_KEY_LENGTH - len(KEY_TAG.format(""))
 
 
 # -- names ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.nn import ModuleDict, ModuleList
 from torchmetrics import Metric, MetricCollection
@@ -30,7 +30,8 @@ from lmlogger import _intercept
 from lmlogger._decisions import DecisionTracker
 from lmlogger._derivation import derivation, user_frame
 from lmlogger._distributed import Exchange
-from lmlogger._errors import MismatchError
+from lmlogger._errors import MismatchError, warn_user
+from lmlogger._gap import format_gap, relative_gap
 from lmlogger._ledger import (
     MetricTap,
     Owner,
@@ -570,13 +571,15 @@ class Session:
         for record in mismatches:
             if record.key not in self.warned:
                 self.warned.add(record.key)
-                rank_zero_warn(f"lmlogger: {_describe(record)}", category=UserWarning)
+                if rank_zero_only.rank == 0:  # shown at the user's trainer.fit(...) line, not inside lmlogger
+                    warn_user(f"lmlogger: {_describe(record)}")
 
 
 def _describe(record: VerificationRecord) -> str:
+    gap = relative_gap(record.logged, record.reference)
     text = (
         f"`{record.key}` logged {record.logged:.6g} for {record.phase} epoch {record.epoch}, "
-        f"but the epoch value is {record.reference:.6g}"
+        f"but the epoch value is {record.reference:.6g}" + (f" ({format_gap(gap)} off)" if gap is not None else "")
     )
     if record.findings:
         text += f" ({', '.join(record.findings)})"

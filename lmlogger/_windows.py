@@ -22,6 +22,9 @@ class WindowCallback(Callback):
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        # on_mismatch="raise": the error of an epoch closed while Lightning hands its values to the loggers,
+        # raised once every logger has them (see epoch_values_logged).
+        self.pending: MismatchError | None = None
 
     @property
     def state_key(self) -> str:
@@ -35,8 +38,33 @@ class WindowCallback(Callback):
         except Exception as err:
             self.session._internal_error(where, err)
 
+    def raise_pending(self) -> None:
+        error, self.pending = self.pending, None
+        if error is not None:
+            raise error
+
     # training
+    def epoch_values_logged(self, metrics: dict[str, Any]) -> None:
+        """The training epoch's values reached the first VerifiedLogger (Lightning logs them after every
+        ``on_train_epoch_end``): close the epoch now, so that a mismatch is raised at the end of the epoch
+        it belongs to, not when the next one starts."""
+        s = self.session
+        capture = s.capture
+        if s.open_train is None or capture is None or capture.phase != "train" or s.owner is not None:
+            return
+        if not any(
+            t is not None and t.active and t.on_epoch and t.phase == "train" and t.epoch_key in metrics
+            for t in s.trackers.values()
+        ):
+            return  # not Lightning's epoch values (e.g. the user's own logger.log_metrics call)
+        owner, s.open_train = s.open_train, None
+        try:
+            self._guard("closing the training epoch", s.close, owner)
+        except MismatchError as err:
+            self.pending = err
+
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.raise_pending()
         s = self.session
         if s.open_train is not None:
             self._guard("closing the training epoch", s.close, s.open_train)
@@ -56,6 +84,7 @@ class WindowCallback(Callback):
         self._guard("finding the callbacks that act on logged values", self.session.decisions.start)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self.raise_pending()
         s = self.session
         if s.open_train is not None:
             owner, s.open_train = s.open_train, None
@@ -68,6 +97,7 @@ class WindowCallback(Callback):
 
     # validation / test
     def _eval_start(self, trainer: Any, phase: str) -> None:
+        self.raise_pending()
         s = self.session
         s.outer = s.owner if s.owner is not None and s.owner[0] == "train" else None
         owner = ("sanity", 0) if trainer.sanity_checking else (phase, trainer.current_epoch)

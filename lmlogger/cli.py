@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-_FORMATS = ("table", "json", "markdown", "prov")
+_FORMATS = ("table", "json", "markdown", "prov", "html")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +84,10 @@ def _run_audit(args: argparse.Namespace) -> int:
             print(to_json(report))
         elif args.format == "markdown":
             print(to_markdown(report), end="")
+        elif args.format == "html":
+            from lmlogger.audit._html import to_html
+
+            sys.stdout.write(to_html(report))
         elif args.format == "prov":
             from lmlogger.audit._prov import to_prov_json
 

@@ -1,7 +1,7 @@
 """Helpers for your own test suite: fail a test when a run logged an epoch value that is not what it claims.
 
-Example::
-
+Example:
+    ```python
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import CSVLogger
     from lmlogger import VerifiedLogger
@@ -11,6 +11,7 @@ Example::
         trainer = Trainer(max_epochs=1, logger=VerifiedLogger(CSVLogger(tmp_path)))
         trainer.fit(MyModel(), train_loader)
         assert_verified(trainer)
+    ```
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ def assert_verified(
     """Fail with a readable message when a run has a mismatched (or, optionally, unverified) key.
 
     Args:
-        target: what to check: a ``Trainer`` (every :class:`~lmlogger.VerifiedLogger` among its loggers),
-            a :class:`~lmlogger.VerifiedLogger`, an :class:`~lmlogger.AuditReport`, or what
-            :func:`lmlogger.audit` accepts (a run dir, a folder of runs, ``runs:/<run_id>``, or a checkpoint
-            file saved during a verified run, e.g. ``checkpoint_callback.best_model_path``).
+        target: what to check: a ``Trainer`` (every `VerifiedLogger` among its loggers),
+            a `VerifiedLogger`, an `AuditReport`, or what `lmlogger.audit` accepts (a run dir, a folder of
+            runs, ``runs:/<run_id>``, or a checkpoint file saved during a verified run, e.g.
+            ``checkpoint_callback.best_model_path``).
         allow_unverified: when ``False``, a key with no trustworthy reference fails the check too.
         tracking_uri: MLflow tracking URI, for a ``runs:/<run_id>`` target.
 
     Returns:
-        The :class:`~lmlogger.AuditReport` that was checked, for further assertions.
+        The `AuditReport` that was checked, for further assertions.
 
     Raises:
         AssertionError: a key mismatched (or was unverified with ``allow_unverified=False``). The
@@ -57,12 +58,13 @@ def assert_verified(
         ValueError: the trainer has no VerifiedLogger, or the VerifiedLogger has not run yet.
         TypeError: ``target`` is none of the above.
 
-    Example::
-
+    Example:
+        ```python
         trainer.fit(model, loader)
         report = assert_verified(trainer)
         assert report.by_key()["val_f1"].verdict == "match"
         assert_verified(trainer.checkpoint_callback.best_model_path)  # kept on a right number?
+        ```
     """
     report = _report_of(target, tracking_uri)
     bad = {"mismatch"} if allow_unverified else {"mismatch", "unverified"}
@@ -76,19 +78,21 @@ def assert_verified(
 def verified(logger: Logger, *, allow_unverified: bool = True, **options: Any) -> Iterator[VerifiedLogger]:
     """Wrap ``logger`` for the duration of a ``with`` block and check the run when the block ends.
 
-    On a clean exit the run is checked with :func:`assert_verified`; the wrapper's hold on
+    On a clean exit the run is checked with `assert_verified`; the wrapper's hold on
     ``LightningModule.log`` is released either way, so nothing stays patched after the block.
 
     Args:
         logger: the Lightning logger to wrap.
-        allow_unverified: passed to :func:`assert_verified`.
-        **options: :class:`~lmlogger.VerifiedLogger` options (``rtol``, ``atol``, ``on_mismatch``, ``prefix``);
+        allow_unverified: passed to `assert_verified`.
+        **options: `VerifiedLogger` options (``rtol``, ``atol``, ``on_mismatch``,
+            ``reference_prefix``);
             ``on_mismatch`` defaults to ``"ignore"`` here: the check at the end reports every key at once.
 
-    Example::
-
+    Example:
+        ```python
         with verified(CSVLogger(tmp_path)) as logger:
             Trainer(max_epochs=1, logger=logger).fit(model, loader)
+        ```
     """
     options.setdefault("on_mismatch", "ignore")
     vlogger = VerifiedLogger(logger, **options)

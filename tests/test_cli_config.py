@@ -37,7 +37,7 @@ def test_yaml_config_wraps_the_nested_logger_and_the_fit_is_verified(example, tm
         cli = example.main(args)
     logger = cli.trainer.logger
     assert isinstance(logger, VerifiedLogger) and isinstance(logger, TensorBoardLogger)
-    assert logger.options == Options(rtol=1e-4, atol=1e-6, on_mismatch="warn", prefix="lmlogger/reference/")
+    assert logger.options == Options(rtol=1e-4, atol=1e-6, on_mismatch="warn", reference_prefix="lmlogger/reference/")
     assert logger.log_dir == os.path.join(str(tmp_path), "cli", "version_0") == cli.trainer.log_dir
     assert verdicts(logger.log_dir) == {"f1_right": "match", "f1_wrong": "mismatch", "loss_epoch": "match"}
     assert "f1_wrong    metric_compute  training_step" in capsys.readouterr().out  # the example prints the audit
@@ -46,6 +46,9 @@ def test_yaml_config_wraps_the_nested_logger_and_the_fit_is_verified(example, tm
     assert saved["class_path"] == "lmlogger.VerifiedLogger"
     assert saved["init_args"]["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
     assert saved["init_args"]["on_mismatch"] == "warn"
+    # one `prefix` in the saved config, the wrapped logger's own; lmlogger's is `reference_prefix`
+    assert saved["init_args"]["reference_prefix"] == "lmlogger/reference/"
+    assert "prefix" not in saved["init_args"] and "prefix" in saved["init_args"]["logger"]["init_args"]
     del cli, logger
     gc.collect()
 
@@ -86,7 +89,7 @@ def test_logger_given_on_the_command_line_alone(example, tmp_path):
         "--trainer.logger.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.logger.save_dir={tmp_path}",
         "--trainer.logger.on_mismatch=ignore",
-        "--trainer.logger.prefix=ref/",
+        "--trainer.logger.reference_prefix=ref/",
     ]
     cli = example.main(args)
     logger = cli.trainer.logger

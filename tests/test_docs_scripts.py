@@ -74,6 +74,7 @@ def test_screenshots_from_real_tensorboard_and_mlflow(tmp_path):
         "mlflow-metrics.png",
         "mlflow-artifact.png",
         "mlflow-search.png",
+        "html-report.png",
     }
     assert {p.name for p in out.iterdir()} == expected
     for name in expected:
@@ -82,11 +83,12 @@ def test_screenshots_from_real_tensorboard_and_mlflow(tmp_path):
         assert width >= 1400 and (out / name).stat().st_size > 30_000, name  # a rendered page, not a blank one
 
 
-def test_docs_build_strictly(tmp_path):
-    """`mkdocs build --strict` passes: no broken link, no missing page, the API page made from docstrings."""
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    """The site as `mkdocs build --strict` makes it (built once for this module)."""
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
-    site = tmp_path / "site"
+    site = tmp_path_factory.mktemp("docs") / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
@@ -96,7 +98,23 @@ def test_docs_build_strictly(tmp_path):
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    api = (site / "api" / "index.html").read_text()
+    return site
+
+
+def test_docs_build_strictly(built_site):
+    """`mkdocs build --strict` passes: no broken link, no missing page, the API page made from docstrings."""
+    api = (built_site / "api" / "index.html").read_text()
     for name in ("VerifiedLogger", "assert_verified", "AuditReport", "to_prov_json"):
         assert name in api, name
     assert "Wrap a Lightning logger so that every epoch value it receives is verified." in api
+
+
+def test_api_page_shows_no_raw_sphinx_markup(built_site):
+    """The API page is made from Google-style docstrings: no raw roles, no literal `Example::`, no constant names
+    where a default value belongs, and the examples render as code."""
+    api = (built_site / "api" / "index.html").read_text()
+    for raw in (":class:", ":func:", ":meth:", ":mod:", ":attr:", "Example::", "DEFAULT_RTOL", "DEFAULT_ATOL"):
+        assert raw not in api, raw
+    assert "<code>0.0001</code>" in api and "<code>1e-06</code>" in api  # rtol and atol defaults, as numbers
+    assert "reference_prefix" in api
+    assert api.count('<details class="example" open>') >= 4  # each Example section, its code highlighted

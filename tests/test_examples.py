@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -68,6 +69,38 @@ def test_quickstart(tmp_path):
     assert lmlogger.audit(run_dir).summary == {"match": 2, "mismatch": 1, "unverified": 0}
 
 
+def readme_block(after, page="README.md"):
+    """The lines of a page's code block that follow the line ``after``, up to the closing fence."""
+    with open(os.path.join(ROOT, page), encoding="utf-8") as fh:
+        text = fh.read()
+    start = text.index(after + "\n") + len(after) + 1
+    return text[start : text.index("\n```", start)]
+
+
+def test_readme_shows_the_programs_real_output(tmp_path):
+    """The README's (and the docs' home page's) warning and audit table are what
+    `python examples/quickstart.py --logdir logs` and `lmlogger audit logs/quickstart/version_0` print,
+    character for character."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    shutil.copytree(EXAMPLES, tmp_path / "examples")  # the README's relative path: examples/quickstart.py
+    proc = subprocess.run(
+        [sys.executable, "examples/quickstart.py", "--logdir", "logs"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warning = readme_block("```text")
+    assert warning.startswith("/path/to/lmlogger/examples/quickstart.py:")
+    assert warning.replace("/path/to/lmlogger/", f"{tmp_path}/") in proc.stderr
+    assert readme_block("```text", "docs/index.md") == warning
+    audit = subprocess.run(
+        [sys.executable, "-m", "lmlogger", "audit", "logs/quickstart/version_0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert audit.returncode == 1
+    assert readme_block("$ lmlogger audit logs/quickstart/version_0") == audit.stdout.rstrip("\n")
+    assert readme_block("$ lmlogger audit logs/quickstart/version_0", "docs/index.md") == audit.stdout.rstrip("\n")
+
+
 def test_lightning_cli_example(tmp_path):
     """The LightningCLI example trains from examples/cli_config.yaml and prints the audit of the run."""
     pytest.importorskip("jsonargparse")
@@ -117,11 +150,16 @@ def test_mlflow_server_example(tmp_path):
     workdir = tmp_path / "work"
     out = run_example(tmp_path, example("mlflow_server.py"), "--workdir", str(workdir), "--epochs", "1", timeout=400)
     assert "mlflow server running at http://127.0.0.1:" in out
-    assert "lmlogger audit runs:/" in out and "--tracking-uri http://127.0.0.1:" in out
     assert table_rows(out)["f1_wrong"] == ("metric_compute", "mismatch")
     assert table_rows(out)["f1_right"] == ("metric_object", "match")
-    run_id = re.search(r"lmlogger audit runs:/(\w+)", out).group(1)
-    sidecars = glob.glob(os.path.join(str(workdir), "*", run_id, "lmlogger", "provenance.jsonl"))
+    run_id = re.search(r"lmlogger audit runs:/(\w+) --tracking-uri http://127.0.0.1:5000", out).group(1)
+    sidecars = glob.glob(os.path.join(str(workdir), "lmlogger_mlflow", "*", run_id, "lmlogger", "provenance.jsonl"))
     assert len(sidecars) == 1  # the local copy of the run's sidecar is under --workdir
-    assert lmlogger.audit(sidecars[0]).by_key()["f1_wrong"].verdict == "mismatch"
+    local = os.path.dirname(os.path.dirname(sidecars[0]))
+    assert f"  lmlogger audit {local}    # lmlogger's local copy" in out  # printed, and it works: no server needed
+    assert lmlogger.audit(local).by_key()["f1_wrong"].verdict == "mismatch"
+    # the printed command serves the same store again, and the printed audit works through it
+    command = re.search(r"  (mlflow server --port 5000 [^#]+?)    # then", out).group(1).split()
+    assert command[-4:] == ["--backend-store-uri", f"sqlite:///{workdir}/mlflow.db", "--artifacts-destination",
+                            f"{workdir}/artifacts"]  # fmt: skip
     assert os.listdir(tmp_path) == ["work"]  # the example wrote nowhere else

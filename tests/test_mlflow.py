@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 import lmlogger
 from lmlogger import VerifiedLogger
+from lmlogger._gap import format_gap
 from lmlogger.cli import main as cli_main
 
 mlflow = pytest.importorskip("mlflow")
@@ -243,31 +244,45 @@ def history(client, run_id, key):
 
 
 # -- 1. what a person sees in the MLflow UI ---------------------------------------------------------------------
-def test_run_tag_and_per_key_tags_carry_verdict_and_provenance(scenario):
-    """`lmlogger.verdict` is the run's worst verdict; each key has verdict, provenance and detail tags."""
+def key_fields(tags, metric):
+    """The fields of ``lmlogger.key.<metric>``: verdict, provenance, findings, then the worst epoch, fix, ..."""
+    return tags[f"lmlogger.key.{metric}"].split("|")
+
+
+def test_run_tag_and_one_tag_per_key_carry_verdict_provenance_and_the_worst_gap(scenario):
+    """`lmlogger.verdict` is the run's worst verdict; each key has one tag, `verdict|provenance|findings|worst
+    epoch and its gap|samples|fix`, and nothing else per key crowds the run page."""
     client, wrong = scenario.client, scenario.wrong
     tags = client.get_run(wrong.run_id).data.tags
     assert tags["lmlogger.verdict"] == "mismatch"
     assert client.get_run(scenario.right.run_id).data.tags["lmlogger.verdict"] == "match"
-    assert tags["lmlogger.key.f1_compute.verdict"] == "mismatch"
-    assert tags["lmlogger.key.f1_compute.provenance"] == "metric_compute"
-    detail = tags["lmlogger.key.f1_compute.detail"]
-    assert "running-value-averaged" in detail
-    assert 'fix: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)' in detail
-    assert tags["lmlogger.key.f1_object.verdict"] == "match"
-    assert tags["lmlogger.key.f1_object.provenance"] == "metric_object"
-    assert tags["lmlogger.key.val_acc/dataloader_idx_1.verdict"] == "match"
-    assert tags["lmlogger.key.test_f1_compute.verdict"] == "mismatch"  # from trainer.test on the same run
-    assert tags["lmlogger.key.test_f1.verdict"] == "match"
+    verdict, provenance, findings, worst, samples, fix = key_fields(tags, "f1_compute")
+    assert (verdict, provenance, findings) == ("mismatch", "metric_compute", "running-value-averaged")
+    # the fix is the audit's; the worst epoch is named with its values and gap, and they are the audit's
+    local = lmlogger.audit(wrong.run_dir)
+    assert fix == f"fix: {local.by_key()['f1_compute'].fix}"
+    assert samples == "samples: 92 (0 repeated) of a dataset of 92"  # every training sample, counted once
+    assert fix.startswith('fix: self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)')
+    epochs = local.by_key()["f1_compute"].epochs
+    gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in epochs]
+    worst_epoch = epochs[gaps.index(max(gaps))]
+    assert worst.startswith(f"worst train epoch {worst_epoch.epoch} (step {worst_epoch.step}): ")
+    assert f"logged {worst_epoch.logged:.6g}, reference {worst_epoch.reference:.6g}" in worst
+    assert worst.endswith(f"({format_gap(max(gaps))} apart)")
+    assert key_fields(tags, "f1_object")[:3] == ["match", "metric_object", "-"]
+    assert key_fields(tags, "val_acc/dataloader_idx_1")[0] == "match"
+    assert key_fields(tags, "test_f1_compute")[0] == "mismatch"  # from trainer.test on the same run
+    assert key_fields(tags, "test_f1")[0] == "match"
     assert tags["lmlogger.sidecar"] == ARTIFACT
     assert tags["lmlogger.sidecar.local"] == os.path.abspath(wrong.sidecar)
-    # the tags say what the audit says, key by key
-    local = lmlogger.audit(wrong.run_dir)
+    # the tags say what the audit says, key by key: one tag per key, four for the run
     for key in local.runs[0].keys:
-        if key.verdict is not None:
-            assert tags[f"lmlogger.key.{key.key}.verdict"] == key.verdict, key.key
+        assert key_fields(tags, key.key)[0] == (key.verdict or "step-only"), key.key
+    ours = [k for k in tags if k.startswith("lmlogger.")]
+    assert len(ours) == 4 + len(local.runs[0].keys)
     s = local.summary
     assert tags["lmlogger.summary"].startswith(f"{s['match']} match, {s['mismatch']} mismatch, 0 unverified")
+    assert tags["lmlogger.summary"].endswith(f"(lmlogger {lmlogger.__version__})")
 
 
 def test_reference_metric_history_is_the_true_epoch_value_at_its_step(scenario):
@@ -292,14 +307,14 @@ def test_reference_metric_history_is_the_true_epoch_value_at_its_step(scenario):
 def test_sidecar_is_an_artifact_and_a_local_file(scenario):
     """The artifact `lmlogger/provenance.jsonl` is the local sidecar, byte for byte; both stay."""
     client, wrong = scenario.client, scenario.wrong
-    assert [a.path for a in client.list_artifacts(wrong.run_id, "lmlogger")] == [ARTIFACT]
+    assert [a.path for a in client.list_artifacts(wrong.run_id, "lmlogger")] == [ARTIFACT, "lmlogger/report.html"]
     downloaded = client.download_artifacts(wrong.run_id, ARTIFACT, str(scenario.tmp / f"dl-{uuid.uuid4().hex}"))
     with open(downloaded, "rb") as a, open(wrong.sidecar, "rb") as b:
         assert a.read() == b.read()
-    # <default_root_dir>/<experiment id>/<run id>: Lightning's checkpoint dir when the store is not a local folder
-    assert wrong.run_dir == os.path.join(str(scenario.tmp / "wrong"), wrong.experiment_id, wrong.run_id)
-    if scenario.backend != "file":
-        assert os.path.isdir(os.path.join(wrong.run_dir, "checkpoints"))
+    # <default_root_dir>/lmlogger_mlflow/<experiment id>/<run id>: a folder named for what it holds
+    home = os.path.join(str(scenario.tmp / "wrong"), "lmlogger_mlflow")
+    assert wrong.run_dir == os.path.join(home, wrong.experiment_id, wrong.run_id)
+    assert os.listdir(home) == [wrong.experiment_id]
     assert len(lmlogger.audit(wrong.run_dir).runs) == 1
     with open(wrong.sidecar) as fh:
         header = json.loads(fh.readline())
@@ -316,11 +331,12 @@ def test_search_runs_finds_runs_by_verdict(scenario):
 
     assert found("tags.`lmlogger.verdict` = 'mismatch'") == {scenario.wrong.run_id}
     assert found("tags.`lmlogger.verdict` = 'match'") == {scenario.right.run_id}
-    assert found("tags.`lmlogger.key.f1_compute.verdict` = 'mismatch'") == {scenario.wrong.run_id}
-    assert found("tags.`lmlogger.key.f1_object.provenance` = 'metric_object'") == {
+    assert found("tags.`lmlogger.key.f1_compute` LIKE 'mismatch|%'") == {scenario.wrong.run_id}
+    assert found("tags.`lmlogger.key.f1_object` LIKE '%|metric_object|%'") == {
         scenario.wrong.run_id,
         scenario.right.run_id,
     }
+    assert found("tags.`lmlogger.key.f1_compute` LIKE '%|running-value-averaged|%'") == {scenario.wrong.run_id}
 
 
 # -- 2. audits of runs:/ IDs -----------------------------------------------------------------------------------
@@ -420,7 +436,7 @@ def test_odd_keys_are_sanitised_with_one_warning_naming_both_forms(tmp_path):
     client, long_key = MlflowClient(uri), OddKeys.LONG
     about_at = [w for w in trained.warnings if "`val/f1@dl:0`" in w]
     assert len(about_at) == 1
-    assert "`lmlogger/reference/val/f1dl0`" in about_at[0] and "`lmlogger.key.val/f1dl0.*`" in about_at[0]
+    assert "`lmlogger/reference/val/f1dl0`" in about_at[0] and "`lmlogger.key.val/f1dl0`" in about_at[0]
     about_long = [w for w in trained.warnings if f"`{long_key}`" in w]
     assert len(about_long) == 1
     reference_name = re.search(r"reference metric is `([^`]+)`", about_long[0]).group(1)
@@ -434,10 +450,10 @@ def test_odd_keys_are_sanitised_with_one_warning_naming_both_forms(tmp_path):
     for key, value in tags.items():
         assert len(key) <= 250 and validate_param_and_metric_name(key), key
         assert len(value) <= 5000, key
-    assert tags["lmlogger.key.val/f1dl0.verdict"] == "match"
-    assert tags["lmlogger.key.val/f1dl0.detail"].startswith("key: val/f1@dl:0\n")
-    long_tags = [k for k in tags if k.startswith("lmlogger.key.kkk") and k.endswith(".verdict")]
-    assert len(long_tags) == 1 and tags[long_tags[0]] == "match"
+    assert key_fields(tags, "val/f1dl0")[0] == "match"
+    assert key_fields(tags, "val/f1dl0")[-1] == "key: val/f1@dl:0"  # the full key, in the tag's last field
+    long_tags = [k for k in tags if k.startswith("lmlogger.key.kkk")]
+    assert len(long_tags) == 1 and tags[long_tags[0]].startswith("match|tensor|-|")
     # the audit of the run finds every value under MLflow's names and reports the full keys
     run = lmlogger.audit(f"runs:/{trained.run_id}", tracking_uri=uri).runs[0]
     assert run.problems == []
@@ -455,8 +471,8 @@ def test_mlflowlogger_prefix_is_kept_in_reference_and_tag_names(tmp_path):
     reference = history(client, trained.run_id, "exp-lmlogger/reference/f1_object")
     assert [m.value for m in reference] == pytest.approx([trained.model.rec.true(f1, ("train", 0, 0))], rel=1e-5)
     tags = client.get_run(trained.run_id).data.tags
-    assert tags["lmlogger.key.exp-f1_compute.verdict"] == "mismatch"
-    assert tags["lmlogger.key.exp-f1_compute.detail"].startswith("key: f1_compute\n")
+    assert key_fields(tags, "exp-f1_compute")[0] == "mismatch"
+    assert key_fields(tags, "exp-f1_compute")[-1] == "key: f1_compute"
     run = lmlogger.audit(f"runs:/{trained.run_id}", tracking_uri=uri).runs[0]
     assert run.problems == [] and {k.key for k in run.keys} >= {"f1_compute", "f1_object"}
 
@@ -519,7 +535,7 @@ def test_user_tags_and_description_are_never_overwritten(tmp_path):
     tags = MlflowClient(uri).get_run(mlf.run_id).data.tags
     assert {k: tags[k] for k in user} == user
     assert tags["lmlogger.summary"] == "my own summary"
-    assert tags["lmlogger.key.f1_compute.verdict"] == "mismatch"  # lmlogger's other tags are written
+    assert key_fields(tags, "f1_compute")[0] == "mismatch"  # lmlogger's other tags are written
     left = [w for w in lml_warnings(record) if "not set by lmlogger" in w]
     assert len(left) == 2
     assert any("`lmlogger.verdict`" in w for w in left) and any("`lmlogger.summary`" in w for w in left)
@@ -644,3 +660,30 @@ def test_synchronous_false_works(mlflow_server, tmp_path):
     )
     run = lmlogger.audit(f"runs:/{trained.run_id}", tracking_uri=mlflow_server).runs[0]
     assert run.problems == [] and run.complete
+
+
+def test_local_copy_has_a_named_home_announced_in_one_info_line(tmp_path):
+    """The local sidecar lives in `<default_root_dir>/lmlogger_mlflow/<experiment id>/<run id>/`, beside the HTML
+    report; the run's first lmlogger line says where, as information (Lightning's INFO stream), not a warning."""
+    import logging
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    lightning_log = logging.getLogger("lightning.pytorch")  # where Lightning prints "GPU available: ..." too
+    lightning_log.addHandler(handler)
+    try:
+        trained = train(RightPatterns, uri, tmp_path / "root", "home", str(tmp_path / "artifacts"), epochs=1)
+    finally:
+        lightning_log.removeHandler(handler)
+    home = tmp_path / "root" / "lmlogger_mlflow" / trained.experiment_id / trained.run_id
+    assert trained.run_dir == str(home)
+    assert (home / "lmlogger" / "provenance.jsonl").is_file() and (home / "lmlogger" / "report.html").is_file()
+    assert trained.warnings == []
+    ours = [r for r in records if r.getMessage().startswith("lmlogger:")]
+    assert len(ours) == 1 and ours[0].levelno == logging.INFO
+    lines = [ours[0].getMessage()]
+    assert lines[0].startswith(f"lmlogger: MLflow run {trained.run_id}: ")
+    assert f"local copy of the records in {home} (`lmlogger audit {home}` works without the server)" in lines[0]
+    assert lmlogger.audit(str(home)).by_key()["f1_object"].verdict == "match"

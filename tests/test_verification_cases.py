@@ -112,8 +112,11 @@ def test_tensorboard_has_reference_scalars_text_table_and_layout(run):
     assert "| f1_compute | metric_compute | training_step |" in table
     assert "mismatch" in table and "running-value-averaged" in table
     charts = {c.title: list(c.multiline.tag) for cat in layouts[-1].category for c in cat.chart}
-    assert charts["f1_compute"] == ["^f1_compute$", "^lmlogger/reference/f1_compute$"]
-    assert "val_acc" in charts
+    assert charts["f1_compute (logged) vs lmlogger/reference/f1_compute (reference)"] == [
+        "^f1_compute$",
+        "^lmlogger/reference/f1_compute$",
+    ]
+    assert "val_acc (logged) vs lmlogger/reference/val_acc (reference)" in charts
 
 
 @pytest.mark.parametrize("stage", ["validate", "test"])

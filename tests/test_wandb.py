@@ -59,6 +59,9 @@ def test_offline_wandb_run_is_verified(offline):
     assert os.path.isfile(in_run)
     with open(in_run) as a, open(logger.sidecar_path) as b:
         assert a.read() == b.read()
+    # and so is the HTML report written when the run ended
+    with open(os.path.join(run.dir, "lmlogger", "report.html")) as fh:
+        assert "<title>lmlogger audit: " in fh.read()
 
     # reference metrics went through WandbLogger.log_metrics into the offline run
     summary = dict(run.summary)

@@ -5,10 +5,11 @@ Run:  python docs/scripts/screenshots.py [--out docs/img] [--workdir DIR] [--epo
 Needs Debian's chromium (``apt-get install chromium``), tensorboard and mlflow. The script
 
 1. trains ``examples/quickstart.py``'s model with ``VerifiedLogger(TensorBoardLogger(...))``, starts
-   ``tensorboard --logdir`` on 127.0.0.1 and shoots the custom-scalars chart and the text table;
+   ``tensorboard --logdir`` on 127.0.0.1 and shoots the custom-scalars chart and the text table, then
+   the HTML report the run wrote (``lmlogger/report.html``, opened from disk);
 2. starts ``mlflow server`` on 127.0.0.1 (``examples/mlflow_server.py``), trains the same model with
    ``VerifiedLogger(MLFlowLogger(...))`` and shoots the run's tags, its metrics, a search of runs by
-   ``lmlogger.verdict`` and the sidecar artifact.
+   ``lmlogger.verdict`` and the sidecar artifact (the tree lists ``lmlogger/report.html`` beside it).
 
 Both UIs keep some view settings in the browser's localStorage (TensorBoard's "ignore outliers",
 MLflow's workflow type and assistant panel). Before each server starts, a throwaway page served on
@@ -84,7 +85,7 @@ class Browser:
             f"--screenshot={path}",
             url,
         ]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=420)
         if proc.returncode != 0 or not os.path.isfile(path):
             raise RuntimeError(f"chromium failed on {url}:\n{proc.stderr[-2000:]}")
         if not quiet:
@@ -157,8 +158,12 @@ def tensorboard_shots(browser: Browser, workdir: str, out: str, epochs: int) -> 
     port = mlflow_server.free_port()
     browser.seed_local_storage(port, {"_ignoreYOutliers": "false"})  # show every point: no outlier clipping
     with tensorboard(logdir, port, os.path.join(workdir, "tensorboard.log")) as uri:
-        browser.shoot(f"{uri}/#custom_scalars&_smoothingWeight=0", os.path.join(out, "tensorboard-custom-scalars.png"))
+        charts = os.path.join(out, "tensorboard-custom-scalars.png")
+        browser.shoot(f"{uri}/#custom_scalars&_smoothingWeight=0", charts, (1400, 1300))
         browser.shoot(f"{uri}/#text", os.path.join(out, "tensorboard-text.png"), (1600, 900))
+    # the page lmlogger wrote beside the sidecar when the run ended, opened from disk
+    report = os.path.join(logdir, "quickstart", "version_0", "lmlogger", "report.html")
+    browser.shoot(f"file://{report}", os.path.join(out, "html-report.png"), (1200, 1500))
 
 
 def mlflow_shots(browser: Browser, workdir: str, out: str, epochs: int) -> None:
@@ -175,7 +180,7 @@ def mlflow_shots(browser: Browser, workdir: str, out: str, epochs: int) -> None:
             "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
         },
     )
-    with mlflow_server.mlflow_server(store, port=port) as uri:
+    with mlflow_server.mlflow_server(store, port=port, timeout=300) as uri:  # a loaded machine starts it slowly
         run_id = mlflow_server.train(uri, epochs, store)
         experiment = MlflowClient(uri).get_run(run_id).info.experiment_id
         run = f"{uri}/#/experiments/{experiment}/runs/{run_id}"

@@ -1,11 +1,12 @@
-"""Post-hoc audits of runs recorded by :class:`~lmlogger.VerifiedLogger`.
+"""Post-hoc audits of runs recorded by `VerifiedLogger`.
 
-Example::
-
+Example:
+    ```python
     import lmlogger
 
     report = lmlogger.audit("logs/lightning_logs/version_0")
     assert report.ok, report.to_dict()["summary"]
+    ```
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class KeyReport:
     epochs: list[EpochReport] = field(default_factory=list)
 
     def worst_epoch(self) -> tuple[EpochReport, float | None] | None:
-        """The epoch behind the key's verdict and its relative gap (see :meth:`EpochReport.gap`).
+        """The epoch behind the key's verdict and its relative gap (see `EpochReport.gap`).
 
         Among the epochs whose verdict is the key's verdict (its worst), the one with the largest relative gap
         (ties go to the latest epoch); ``None`` for a step-only key. This is the headline a report shows: the

@@ -48,12 +48,13 @@ def to_prov_json(report: AuditReport) -> str:
     Raises:
         AuditInputError: the ``prov`` package is not installed.
 
-    Example::
-
+    Example:
+        ```python
         import lmlogger
         from lmlogger.audit._prov import to_prov_json
 
         text = to_prov_json(lmlogger.audit("logs/lightning_logs/version_0"))
+        ```
     """
     return to_prov_document(report).serialize(format="json", indent=2)
 

@@ -15,6 +15,8 @@ from lmlogger._records import Close, Header, ProvenanceRecord, VerificationRecor
 from lmlogger._versions import versions
 
 SIDECAR = os.path.join("lmlogger", "provenance.jsonl")
+#: The audit of the run as one self-contained page, written beside the sidecar when a run ends.
+REPORT = os.path.join("lmlogger", "report.html")
 
 
 class Sink(Protocol):
@@ -55,6 +57,7 @@ class GenericSink:
         self.prefix = vlogger.options.prefix
         self.run_dir = self._run_dir(trainer)
         self.path = os.path.join(self.run_dir, self._sidecar_name(trainer))
+        self.report_path = report_path_of(self.path)
         self.stage = "unknown"
         self._key = self.run_key()
 
@@ -158,6 +161,29 @@ class GenericSink:
 
     def close(self, status: str) -> None:
         self._append([Close(stage=self.stage, status=status, closed=_now())])
+        self.write_report()
+
+    def write_report(self) -> bool:
+        """Write ``lmlogger/report.html`` (the audit of this run, ``lmlogger audit --format html``) beside the
+        sidecar. A failure is one warning: the sidecar is the record, the page only a view of it."""
+        try:
+            from lmlogger.audit import audit
+            from lmlogger.audit._html import to_html
+
+            page = to_html(audit(self.path))
+            partial = self.report_path + ".partial"
+            with open(partial, "w", encoding="utf-8") as fh:
+                fh.write(page)
+            os.replace(partial, self.report_path)  # a reader never sees half a page
+            return True
+        except Exception as err:
+            from lmlogger._errors import warn_user
+
+            warn_user(
+                f"lmlogger: could not write the HTML report {self.report_path} ({type(err).__name__}: {err}); "
+                f"the run's records are complete in {self.path} (`lmlogger audit {self.run_dir} --format html`)."
+            )
+            return False
 
     def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
         """Append ``decision`` records (one per read of a monitored key); ``decisions`` is each callback's
@@ -180,6 +206,14 @@ def metric_prefix_of(logger: Any) -> str:
     """A Lightning logger's ``prefix=`` with the join character Lightning puts after it (``"exp-"``), or ``""``."""
     prefix = getattr(logger, "_prefix", "") or ""
     return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}" if isinstance(prefix, str) and prefix else ""
+
+
+def report_path_of(sidecar: str) -> str:
+    """The HTML report beside a sidecar: ``lmlogger/report.html`` for ``lmlogger/provenance.jsonl`` (and
+    ``report-<suffix>.html`` for a ``provenance-<suffix>.jsonl`` of a second logger sharing the run dir)."""
+    folder, name = os.path.split(sidecar)
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+    return os.path.join(folder, stem.replace("provenance", "report", 1) + ".html")
 
 
 def _resumed(trainer: Any) -> tuple[str | None, int | None]:

@@ -3,14 +3,20 @@ and search in the MLflow UI, and the sidecar uploaded as the run artifact ``lmlo
 
 For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
 
-* the local sidecar ``<trainer.default_root_dir>/<experiment_id>/<run_id>/lmlogger/provenance.jsonl`` (beside
-  the run's checkpoints, unless the store is a local ``file:`` one). It is kept, so a run that crashed or lost
-  its tracking server can still be audited: ``lmlogger audit <that dir>``;
-* the artifact ``lmlogger/provenance.jsonl``, uploaded at every epoch end and when the run ends;
+* the local sidecar ``<trainer.default_root_dir>/lmlogger_mlflow/<experiment_id>/<run_id>/lmlogger/provenance.jsonl``
+  (one log line at the start of the run says where). It is kept, so a run that crashed or lost its tracking
+  server can still be audited: ``lmlogger audit <that dir>``;
+* the artifacts ``lmlogger/provenance.jsonl`` (uploaded at every epoch end and when the run ends) and
+  ``lmlogger/report.html`` (the audit as a page, uploaded when the run ends);
 * run tags: ``lmlogger.verdict`` (``match`` / ``mismatch`` / ``unverified``, kept current after every epoch),
-  ``lmlogger.summary``, ``lmlogger.sidecar``, ``lmlogger.sidecar.local``, ``lmlogger.version``;
-* per-key tags ``lmlogger.key.<metric>.verdict``, ``.provenance`` and ``.detail``, where ``<metric>`` is the
-  metric's name in MLflow. Search them in the UI, e.g. ``tags.`lmlogger.verdict` = 'mismatch'``;
+  ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version), ``lmlogger.sidecar`` and
+  ``lmlogger.sidecar.local``;
+* one tag per key, ``lmlogger.key.<metric>`` (``<metric>`` is the metric's name in MLflow), whose value
+  starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the
+  samples behind it, the fix or the reason:
+  ``mismatch|metric_compute|running-value-averaged|worst train epoch 0 (step 6): logged 0.4713,
+  reference 0.57377 (18% apart)|samples: ...|fix: self.log(...)``. Search them in the UI, e.g.
+  ``tags.`lmlogger.verdict` = 'mismatch'`` or ``tags.`lmlogger.key.f1` LIKE 'mismatch|%'``;
 * reference metrics ``lmlogger/reference/<metric>`` through the wrapped logger, at the epoch value's step.
 
 Names follow MLflow's rules (alphanumerics, ``_ - . /`` and spaces, at most 250 characters); a key that has
@@ -31,14 +37,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
+from lmlogger._errors import warn_user
+from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger._mlflow_names import (  # noqa: F401  (names importable from here too)
     _LIGHTNING_REMOVES,
     _TAG_ROOM,
     ARTIFACT_DIR,
     ARTIFACT_PATH,
-    KEY_FIELDS,
     KEY_TAG,
     LOCAL_SIDECAR_TAG,
     MAX_KEY_LENGTH,
@@ -48,7 +55,6 @@ from lmlogger._mlflow_names import (  # noqa: F401  (names importable from here 
     SIDECAR_TAG,
     SUMMARY_TAG,
     TAGS_PER_BATCH,
-    VERSION_TAG,
     _first_line,
     fit_name,
     metric_name,
@@ -60,6 +66,9 @@ from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
 from lmlogger._versions import versions
 from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
+#: Where the local copy of an MLflow run's sidecar lives, below ``trainer.default_root_dir``.
+LOCAL_DIR = "lmlogger_mlflow"
+REPORT_ARTIFACT_PATH = "lmlogger/report.html"
 #: ``lmlogger.decision.<callback>`` = agree / disagree / unverified; ``<tag>.detail`` holds the sentence.
 DECISION_TAG = "lmlogger.decision.{}"
 
@@ -80,7 +89,7 @@ class _Names:
     metric: str  # the user's metric in MLflow
     reference_arg: str  # what lmlogger passes to MLFlowLogger.log_metrics
     reference: str  # the reference metric in MLflow
-    tag_base: str  # <metric> in lmlogger.key.<metric>.*
+    tag_base: str  # <metric> in lmlogger.key.<metric>
 
 
 class MLflowSink(GenericSink):
@@ -106,6 +115,7 @@ class MLflowSink(GenericSink):
         self.version = versions()["lmlogger"]
         self.provenance: dict[str, ProvenanceRecord] = {}
         self.latest: dict[str, VerificationRecord] = {}
+        self.worst: dict[str, VerificationRecord] = {}  # each key's worst epoch so far
         self.verdicts: dict[str, list[str]] = defaultdict(list)
         self.names: dict[str, _Names] = {}
         self.tags_written: dict[str, str] = {}  # lmlogger's own tags, as last written
@@ -114,14 +124,14 @@ class MLflowSink(GenericSink):
         self.failed: set[str] = set()  # kinds of lmlogger's own MLflow calls that failed: skipped until the end
         self.unreachable = False  # the server did not answer: every call skipped until the end
         self.warned = False  # one warning per run for all of them
+        self.announced = False
         self.decisions: list[Any] = []
 
     # -- where the sidecar lives --------------------------------------------------------------------
     def _run_dir(self, trainer: Any) -> str:
-        # Lightning's checkpoint dir for an MLflow run without a local store, less "checkpoints". Not under a
-        # file: store's save_dir: there the run dir also holds the artifact copy (artifacts/lmlogger/...), and
-        # one run would be audited twice.
-        return os.path.join(trainer.default_root_dir, self.experiment_id, self.run_id)
+        # A folder named for what it holds, below the trainer's root dir. Not under a file: store's save_dir:
+        # there the run dir also holds the artifact copy (artifacts/lmlogger/...), and one run would be audited twice.
+        return os.path.join(trainer.default_root_dir, LOCAL_DIR, self.experiment_id, self.run_id)
 
     def run_info(self) -> dict[str, Any]:
         info = super().run_info()
@@ -140,6 +150,13 @@ class MLflowSink(GenericSink):
             self.adopted = True
             self._extra("read the run's tags", False, self._adopt_earlier_run)
         super().begin(stage)
+        if not self.announced:
+            self.announced = True
+            rank_zero_info(
+                f"lmlogger: MLflow run {self.run_id}: verdicts in its `lmlogger.*` tags and `{ARTIFACT_DIR}/` "
+                f"artifacts; local copy of the records in {os.path.abspath(self.run_dir)} "
+                f"(`lmlogger audit {self.run_dir}` works without the server)"
+            )
 
     def write(self, provenance: list[ProvenanceRecord], records: list[VerificationRecord]) -> None:
         self._append([*provenance, *records])
@@ -148,6 +165,8 @@ class MLflowSink(GenericSink):
             self._names_of(record.key)
         for record in records:
             self.latest[record.key] = record
+            earlier = self.worst.get(record.key)
+            self.worst[record.key] = record if earlier is None else worst_epoch([earlier, record])
             self.verdicts[record.key].append(record.verdict)
             self._names_of(record.key)
         self._publish(records, final=False)
@@ -173,6 +192,10 @@ class MLflowSink(GenericSink):
         self._extra(
             "upload the sidecar artifact", final, self.client.log_artifact, self.run_id, self.path, ARTIFACT_DIR
         )
+        if final and os.path.isfile(self.report_path):
+            self._extra(
+                "upload the HTML report", final, self.client.log_artifact, self.run_id, self.report_path, ARTIFACT_DIR
+            )
 
     def _reachable(self) -> bool:
         # A dead server would hold every call through MLflow's retries (minutes): ask it once, briefly, first.
@@ -194,7 +217,7 @@ class MLflowSink(GenericSink):
     def _warn_once(self, what: str, why: str) -> None:
         if not self.warned:
             self.warned = True
-            rank_zero_warn(
+            warn_user(
                 f"lmlogger: could not {what} for MLflow run {self.run_id} at {redact(self.tracking_uri)} ({why}). "
                 "lmlogger's tags, reference metrics and artifact in MLflow may be incomplete; the local sidecar "
                 f"{self.path} keeps every record (audit it with `lmlogger audit {self.run_dir}`).",
@@ -235,9 +258,9 @@ class MLflowSink(GenericSink):
         names = self.names[key] = _Names(metric, reference_arg, reference, base)
         natural = self.metric_prefix + key
         if metric != natural or reference != self.metric_prefix + self.prefix + key or base != natural:
-            rank_zero_warn(
+            warn_user(
                 f"lmlogger: `{key}` is not a valid MLflow name as it is; in MLflow its reference metric is "
-                f"`{reference}` and its tags are `{KEY_TAG.format(base, '*')}` (the {ARTIFACT_PATH} artifact "
+                f"`{reference}` and its tag is `{KEY_TAG.format(base)}` (the {ARTIFACT_PATH} artifact "
                 "keeps the full key).",
                 category=UserWarning,
             )
@@ -246,11 +269,7 @@ class MLflowSink(GenericSink):
     # -- tags -------------------------------------------------------------------------------------
     def tags(self) -> dict[str, str]:
         """Every tag lmlogger wants on the run now (before the user's own are set aside)."""
-        tags = {
-            SIDECAR_TAG: ARTIFACT_PATH,
-            LOCAL_SIDECAR_TAG: _clip(os.path.abspath(self.path)),
-            VERSION_TAG: self.version,
-        }
+        tags = {SIDECAR_TAG: ARTIFACT_PATH, LOCAL_SIDECAR_TAG: _clip(os.path.abspath(self.path))}
         key_verdicts = {key: worst(v) for key, v in self.verdicts.items() if v}
         if key_verdicts:
             tags[RUN_VERDICT_TAG] = worst(key_verdicts.values()) or "unverified"
@@ -259,49 +278,47 @@ class MLflowSink(GenericSink):
             mismatched = sorted(k for k, v in key_verdicts.items() if v == "mismatch")
             if mismatched:
                 summary += "; mismatch: " + ", ".join(mismatched)
-            tags[SUMMARY_TAG] = _clip(summary, 1000)
+            tags[SUMMARY_TAG] = _clip(summary, 1000 - 20) + f" (lmlogger {self.version})"
         for d in self.decisions:
             name = fit_name(_LIGHTNING_REMOVES.sub("", d.callback), _TAG_ROOM, d.callback)
             tags[DECISION_TAG.format(name)] = {True: "agree", False: "disagree", None: "unverified"}[d.agree]
             tags[DECISION_TAG.format(name) + ".detail"] = _clip(d.message)
         for key in sorted(set(self.provenance) | set(self.latest)):
-            base = self._names_of(key).tag_base
-            prov = self.provenance.get(key)
-            if key in key_verdicts:
-                tags[KEY_TAG.format(base, "verdict")] = key_verdicts[key]
-            if prov is not None:
-                tags[KEY_TAG.format(base, "provenance")] = prov.kind
-            tags[KEY_TAG.format(base, "detail")] = _clip(self._detail(key, prov, self.latest.get(key)))
+            tags[KEY_TAG.format(self._names_of(key).tag_base)] = _clip(self.key_tag(key, key_verdicts.get(key)))
         return tags
 
-    def _detail(self, key: str, prov: ProvenanceRecord | None, rec: VerificationRecord | None) -> str:
-        lines = []
-        if self._names_of(key).metric != key:
-            lines.append(f"key: {key}")
-        if prov is not None:
-            metric = f", metric self.{prov.metric_attribute}" if prov.metric_attribute else ""
-            lines.append(
-                f'self.log("{prov.name}") in {prov.hook}: {prov.kind}, on_step={prov.on_step}, '
-                f"on_epoch={prov.on_epoch}, reduce_fx={prov.reduce_fx}, sync_dist={prov.sync_dist}, "
-                f"batch_size={prov.batch_size} ({prov.batch_size_source}){metric}"
+    def key_tag(self, key: str, verdict: str | None) -> str:
+        """``verdict|provenance|findings|worst epoch and gap|fix or reason[|key: <full key>]`` (see the module
+        docstring); the first three fields are always there, so that ``LIKE 'mismatch|%'`` finds a verdict."""
+        prov = self.provenance.get(key)
+        rec = self.worst.get(key)
+        latest = self.latest.get(key)
+        findings = sorted({f for r in (rec, latest) if r is not None for f in r.findings})
+        fields = [
+            verdict or "step-only",
+            prov.kind if prov is not None else "-",
+            ",".join(findings) or "-",
+        ]
+        if rec is None:
+            fields.append("step values only: no epoch value to verify")
+        else:
+            gap = format_gap(relative_gap(rec.logged, rec.reference))
+            fields.append(
+                f"worst {rec.phase} epoch {rec.epoch} (step {rec.step}): logged {_num(rec.logged)}, "
+                f"reference {_num(rec.reference)} ({gap} apart)"
             )
-            if rec is None:
-                lines.append("step values only: no epoch value to verify")
-        if rec is not None:
-            lines.append(
-                f"{rec.verdict} at {rec.phase} epoch {rec.epoch} (step {rec.step}): logged {_num(rec.logged)}, "
-                f"reference {_num(rec.reference)}"
-            )
-            if rec.findings:
-                lines.append("findings: " + ", ".join(rec.findings))
             if rec.samples is not None or rec.duplicates:
                 size = f" of a dataset of {rec.dataset_size}" if rec.dataset_size is not None else ""
-                lines.append(f"samples: {rec.samples} ({rec.duplicates} repeated){size}")
-            if rec.fix:
-                lines.append(f"fix: {rec.fix}")
-            if rec.reason:
-                lines.append(f"reason: {rec.reason}")
-        return "\n".join(lines)
+                fields.append(f"samples: {rec.samples} ({rec.duplicates} repeated){size}")
+            fix = (latest.fix if latest is not None else None) or rec.fix
+            reason = (latest.reason if latest is not None else None) or rec.reason
+            if fix:
+                fields.append(f"fix: {fix}")
+            if reason:
+                fields.append(f"reason: {reason}")
+        if self._names_of(key).metric != key:
+            fields.append(f"key: {key}")
+        return "|".join(field.replace("|", "/") for field in fields[:3]) + "|" + "|".join(fields[3:])
 
     def _write_tags(self) -> None:
         from mlflow.entities import RunTag
@@ -314,7 +331,7 @@ class MLflowSink(GenericSink):
                 if key in existing:
                     self.protected.add(key)
                     del wanted[key]
-                    rank_zero_warn(
+                    warn_user(
                         f"lmlogger: MLflow run {self.run_id} already has the tag `{key}` = {existing[key]!r}, "
                         "not set by lmlogger; lmlogger leaves it as it is.",
                         category=UserWarning,

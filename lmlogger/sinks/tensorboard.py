@@ -1,20 +1,40 @@
-"""TensorBoard additions: a text summary of provenance and verdicts, and a custom-scalars layout
-that draws each logged epoch value with its reference in one chart."""
+"""TensorBoard additions: a text summary of provenance and verdicts, and a custom-scalars layout that
+draws each logged epoch value with its reference.
+
+The text summary (tag ``lmlogger/verification``, shown by TensorBoard as
+``lmlogger/verification/text_summary``) is a markdown table, one row per key, with the key's worst
+epoch so far and the relative gap there; the fixes follow the table as a list, so that the table
+stays narrow enough for TensorBoard not to break its numbers.
+
+The layout has two categories. *lmlogger: logged vs reference*: one multi-line chart per key, titled
+with both tags it draws. TensorBoard colours lines by run, not by tag, so both lines share a colour;
+the second category, *lmlogger: gap to the reference*, draws per key a margin chart whose line is
+the reference and whose shaded band reaches the logged value: no band, no gap.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger._records import ProvenanceRecord, VerificationRecord
 from lmlogger.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
 DECISIONS_TAG = "lmlogger/decisions"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
+GAP_CATEGORY = "lmlogger: gap to the reference"
+HEADERS = ("key", "provenance", "hook", "verdict", "worst epoch", "logged", "reference", "gap", "findings")
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
+
+
+def _cell(text: str) -> str:
+    """A markdown table cell: pipes escaped, no line break."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 class TensorBoardSink(GenericSink):
@@ -24,6 +44,7 @@ class TensorBoardSink(GenericSink):
         super().__init__(vlogger, trainer)
         self.provenance: dict[str, ProvenanceRecord] = {}
         self.latest: dict[str, VerificationRecord] = {}
+        self.worst: dict[str, VerificationRecord] = {}
         self.charted: set[str] = set()
         self.stored = metric_prefix_of(self.logger)  # TensorBoardLogger(prefix=...) renames the tags
 
@@ -33,6 +54,8 @@ class TensorBoardSink(GenericSink):
             self.provenance[record.key] = record
         for record in records:
             self.latest[record.key] = record
+            earlier = self.worst.get(record.key)
+            self.worst[record.key] = record if earlier is None else worst_epoch([earlier, record])
         experiment = self.logger.experiment
         if not records:
             return
@@ -41,17 +64,24 @@ class TensorBoardSink(GenericSink):
         keys = {r.key for r in records}
         if not keys <= self.charted:
             self.charted |= keys
-            layout = {
-                LAYOUT_CATEGORY: {
-                    key: [
-                        "Multiline",
-                        [f"^{_escape(self.stored + key)}$", f"^{_escape(self.stored + self.prefix + key)}$"],
-                    ]
-                    for key in sorted(self.charted)
-                }
-            }
-            experiment.add_custom_scalars(layout)
+            experiment.add_custom_scalars(self.layout())
         experiment.flush()
+
+    def layout(self) -> dict[str, dict[str, list[Any]]]:
+        """The custom-scalars layout for every key charted so far."""
+        lines, gaps = {}, {}
+        for key in sorted(self.charted):
+            # the tags as TensorBoard stores them: TensorBoardLogger(prefix=...) is put before both
+            logged, reference = self.stored + key, self.stored + self.prefix + key
+            lines[f"{logged} (logged) vs {reference} (reference)"] = [
+                "Multiline",
+                [f"^{re.escape(logged)}$", f"^{re.escape(reference)}$"],
+            ]
+            gaps[f"{logged}: reference (line), gap to the logged value (band)"] = [
+                "Margin",
+                [reference, logged, reference],
+            ]
+        return {LAYOUT_CATEGORY: lines, GAP_CATEGORY: gaps}
 
     def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
         super().write_decisions(records, decisions)
@@ -63,26 +93,30 @@ class TensorBoardSink(GenericSink):
         experiment.flush()
 
     def table(self) -> str:
-        """The markdown table TensorBoard's text plugin renders."""
-        lines = [
-            "| key | provenance | hook | logged | reference | verdict | findings | fix |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        """The markdown TensorBoard's text plugin renders: one row per key (its worst epoch so far), then fixes."""
+        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        fixes = []
         for key in sorted(set(self.provenance) | set(self.latest)):
             prov = self.provenance.get(key)
-            rec = self.latest.get(key)
-            lines.append(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                    key,
-                    prov.kind if prov else "-",
-                    prov.hook if prov else "-",
-                    _fmt(rec.logged) if rec else "-",
-                    _fmt(rec.reference) if rec else "-",
-                    rec.verdict if rec else "step only",
-                    ", ".join(rec.findings) if rec and rec.findings else "",
-                    (rec.fix or "").replace("|", "\\|") if rec else "",
-                )
-            )
+            rec = self.worst.get(key)
+            cells = [
+                key,
+                prov.kind if prov else "-",
+                prov.hook if prov else "-",
+                rec.verdict if rec else "step only",
+                f"{rec.phase} {rec.epoch}" if rec else "-",
+                _fmt(rec.logged) if rec else "-",
+                _fmt(rec.reference) if rec else "-",
+                format_gap(relative_gap(rec.logged, rec.reference)) if rec else "-",
+                ", ".join(rec.findings) if rec and rec.findings else "",
+            ]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+            latest = self.latest.get(key)
+            fix = (latest.fix if latest is not None else None) or (rec.fix if rec is not None else None)
+            if fix:
+                fixes.append(f"* {_cell(key)}: `` {fix} ``")
+        if fixes:
+            lines += ["", "**Fix**", "", *fixes]
         return "\n".join(lines)
 
 
@@ -94,9 +128,3 @@ def decisions_table(decisions: list[Any]) -> str:
         cells = [d.callback, d.monitor, agree, d.monitor_verdict or "-", d.message]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
-
-
-def _escape(key: str) -> str:
-    import re
-
-    return re.escape(key)

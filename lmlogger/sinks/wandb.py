@@ -1,12 +1,13 @@
 """Weights & Biases addition: the sidecar saved into the W&B run's files (``lmlogger/provenance.jsonl``),
-live, so it is uploaded with the run (offline runs keep it for ``wandb sync``)."""
+live, so it is uploaded with the run (offline runs keep it for ``wandb sync``), and the HTML report
+(``lmlogger/report.html``) added to them when the run ends."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_warn
-
+from lmlogger._errors import warn_user
 from lmlogger.sinks.generic import GenericSink
 
 
@@ -17,15 +18,23 @@ class WandbSink(GenericSink):
         super().__init__(vlogger, trainer)
         self.saved = False
 
+    def close(self, status: str) -> None:
+        super().close(status)  # writes lmlogger/report.html
+        if os.path.isfile(self.report_path):
+            self._save(self.report_path, "now")
+
     def begin(self, stage: str) -> None:
         super().begin(stage)  # the file exists from here on
         if self.saved:
             return
         self.saved = True
+        self._save(self.path, "live")
+
+    def _save(self, path: str, policy: str) -> None:
         try:
-            self.logger.experiment.save(self.path, base_path=self.run_dir, policy="live")
+            self.logger.experiment.save(path, base_path=self.run_dir, policy=policy)
         except Exception as err:  # lmlogger's own extra call: never an exception into training
-            rank_zero_warn(
-                f"lmlogger: could not add the sidecar to the W&B run's files ({type(err).__name__}: {err}); "
-                f"it is kept at {self.path}."
+            warn_user(
+                f"lmlogger: could not add {os.path.basename(path)} to the W&B run's files "
+                f"({type(err).__name__}: {err}); it is kept at {path}."
             )
