@@ -168,7 +168,7 @@ def test_version_and_help_are_one_command_each():
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"lmlogger {lmlogger.__version__}"
     helped = cli("audit", "--help")
-    assert helped.returncode == 0 and "--format {table,json,markdown,prov}" in helped.stdout
+    assert helped.returncode == 0 and "--format {table,json,markdown,prov,html}" in helped.stdout
     usage = cli("audit")
     assert usage.returncode == 2 and usage.stdout == ""
     assert usage.stderr.splitlines() == [

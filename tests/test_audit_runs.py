@@ -202,7 +202,7 @@ def test_resumed_run_is_complete_with_its_stages(resumed_run):
         ("fit #1", False, None),
         ("fit #2 (resumed from epoch 2)", True, 2),
     ]
-    assert run.stage_details[1].ckpt_path.endswith(".ckpt")
+    # the stage starts (setup) before Lightning selects the checkpoint: the epoch it goes on from tells the resume
     assert epochs_of(report, "loss_epoch") == [(1, 0), (1, 1), (2, 2), (2, 3)]
     assert run.problems == []  # the event files hold every epoch of both stages
     table = report.to_table()

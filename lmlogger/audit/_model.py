@@ -140,6 +140,7 @@ class StageReport:
     status: str | None = None
     ckpt_path: str | None = None
     resumed_from_epoch: int | None = None
+    trained: bool = field(default=False, repr=False, compare=False)  # reading state: a training epoch was seen
     label: str = ""
 
     def to_dict(self) -> dict[str, Any]:

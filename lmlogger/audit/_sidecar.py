@@ -221,8 +221,12 @@ def run_report(
         elif isinstance(record, VerificationRecord):
             verifications.setdefault(record.key, []).append((stages[-1].index, record))
             stage = stages[-1]
-            if stage.ckpt_path is not None and stage.resumed_from_epoch is None and record.phase == "train":
-                stage.resumed_from_epoch = record.epoch  # older sidecars: the first epoch the stage trained
+            if stage.stage == "fit" and not stage.trained and record.phase == "train":
+                stage.trained = True
+                if stage.resumed_from_epoch is None and (record.epoch > 0 or stage.ckpt_path is not None):
+                    # the header cannot always know (a stage starts before Lightning restores a checkpoint):
+                    # a fit whose first trained epoch is not 0 goes on from an earlier run or fit
+                    stage.resumed_from_epoch = record.epoch
     _label(stages)
     last = stages[-1]
     header = records[0]
@@ -258,7 +262,7 @@ def _label(stages: list[StageReport]) -> None:
     for stage in stages:
         seen[stage.stage] = seen.get(stage.stage, 0) + 1
         label = stage.stage if counts[stage.stage] == 1 else f"{stage.stage} #{seen[stage.stage]}"
-        if stage.ckpt_path is not None:
+        if stage.ckpt_path is not None or stage.resumed_from_epoch is not None:
             label += (
                 f" (resumed from epoch {stage.resumed_from_epoch})"
                 if stage.resumed_from_epoch is not None
