@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmlogger._gap import relative_gap
 from lmlogger._records import VERDICTS, json_number
 
 
@@ -30,17 +30,7 @@ class EpochReport:
     def gap(self) -> float | None:
         """The relative gap ``|logged - reference| / |reference|`` (``None`` without both values; 0 when both
         are NaN or the same infinity; infinite when the reference is 0 and the logged value is not)."""
-        logged, reference = self.logged, self.reference
-        if logged is None or reference is None:
-            return None
-        if math.isnan(logged) or math.isnan(reference):
-            return 0.0 if math.isnan(logged) and math.isnan(reference) else math.inf
-        if math.isinf(logged) or math.isinf(reference):
-            return 0.0 if logged == reference else math.inf
-        diff = abs(logged - reference)
-        if diff == 0:
-            return 0.0
-        return diff / abs(reference) if reference != 0 else math.inf
+        return relative_gap(self.logged, self.reference)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
