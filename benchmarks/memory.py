@@ -71,7 +71,7 @@ def held_bytes(trainer: object, module: LightningModule) -> int:
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import Logger
 
-    from lmlogger import _intercept
+    from lmlogger.runtime import _intercept
 
     session = _intercept.session_for(trainer)
     if session is None:

@@ -24,7 +24,7 @@ def child(wrapped: bool, steps: int) -> None:
         # direct measurement of lmlogger's own work per call (the session's observe)
         import time
 
-        from lmlogger import _session
+        from lmlogger.runtime import _session
 
         spent = [0.0]
         original = _session.Session.observe

@@ -9,11 +9,11 @@ so `lmlogger audit` and `lmlogger.audit(...)` run without loading the training s
 
 import typing as _typing
 
-from lmlogger._errors import MismatchError
 from lmlogger.audit import AuditReport, audit
+from lmlogger.records._errors import MismatchError
 
 if _typing.TYPE_CHECKING:
-    from lmlogger._logger import VerifiedLogger
+    from lmlogger.runtime._logger import VerifiedLogger
 
 __all__ = ["AuditReport", "MismatchError", "VerifiedLogger", "audit"]
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> _typing.Any:
     # Only VerifiedLogger is lazy; any other unknown name is an AttributeError as usual.
     if name == "VerifiedLogger":
-        from lmlogger._logger import VerifiedLogger
+        from lmlogger.runtime._logger import VerifiedLogger
 
         globals()["VerifiedLogger"] = VerifiedLogger
         return VerifiedLogger

@@ -19,13 +19,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch.loggers import Logger
-
-from lmlogger._logger import VerifiedLogger
-from lmlogger._records import FINDINGS
 from lmlogger.audit import AuditReport, KeyReport, audit
+from lmlogger.records._records import FINDINGS
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
+
+    from lmlogger.runtime._logger import VerifiedLogger
 
 __all__ = ["assert_verified", "verified"]
 
@@ -94,6 +96,8 @@ def verified(logger: Logger, *, allow_unverified: bool = True, **options: Any) -
             Trainer(max_epochs=1, logger=logger).fit(model, loader)
         ```
     """
+    from lmlogger.runtime._logger import VerifiedLogger
+
     options.setdefault("on_mismatch", "ignore")
     vlogger = VerifiedLogger(logger, **options)
     try:
@@ -106,10 +110,12 @@ def verified(logger: Logger, *, allow_unverified: bool = True, **options: Any) -
 def _report_of(target: Any, tracking_uri: str | None) -> AuditReport:
     if isinstance(target, AuditReport):
         return target
-    if isinstance(target, VerifiedLogger):
-        return _logger_report(target)
     if isinstance(target, (str, os.PathLike)):
         return audit(target, tracking_uri=tracking_uri)
+    from lmlogger.runtime._logger import VerifiedLogger
+
+    if isinstance(target, VerifiedLogger):
+        return _logger_report(target)
     loggers = getattr(target, "loggers", None)
     if isinstance(loggers, list) and hasattr(target, "fit"):
         verified_loggers = [lg for lg in loggers if isinstance(lg, VerifiedLogger)]

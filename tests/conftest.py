@@ -20,7 +20,7 @@ def _no_patch_left_behind():
     yield
     import gc
 
-    from lmlogger import _intercept
+    from lmlogger.runtime import _intercept
 
     gc.collect()
     assert not _intercept.is_installed(), "a test left LightningModule.log patched"

@@ -141,7 +141,7 @@ class DDPModel(LightningModule):
             {"preds": dict(self.rec.preds), "target": dict(self.rec.target)},
             os.path.join(self.out, f"rank{self.global_rank}.pt"),
         )
-        from lmlogger._distributed import Exchange
+        from lmlogger.runtime._distributed import Exchange
 
         with open(os.path.join(self.out, f"counts{self.global_rank}.json"), "w") as fh:
             json.dump({**COUNTS, "lmlogger": Exchange.collectives}, fh)

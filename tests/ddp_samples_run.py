@@ -90,7 +90,7 @@ class Model(LightningModule):
             self.log("val_loss", losses.mean(), sync_dist=True)
 
     def on_fit_end(self):
-        from lmlogger._distributed import Exchange
+        from lmlogger.runtime._distributed import Exchange
 
         seen = {key: {name: torch.cat([r[name] for r in rows]) for name in rows[0]} for key, rows in self.seen.items()}
         torch.save(seen, os.path.join(self.out, f"rank{self.global_rank}.pt"))

@@ -127,7 +127,7 @@ import sys, lmlogger
 after_import = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 report = lmlogger.audit({run!r})
 report.to_table(); report.to_markdown(); report.to_json()
-import lmlogger.cli, lmlogger._mlflow_names  # every reader module, the MLflow one included
+import lmlogger.cli, lmlogger.records._mlflow_names  # every reader module, the MLflow one included
 import lmlogger.audit._mlflow, lmlogger.audit._plot, lmlogger.audit._prov, lmlogger.audit._tfrecord
 after_audit = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print(after_import, after_audit)

@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import lmlogger
 from lmlogger import MismatchError, VerifiedLogger
-from lmlogger._logger import Options
+from lmlogger.runtime._logger import Options
 
 pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse: pip install 'jsonargparse[signatures]'")
 

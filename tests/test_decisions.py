@@ -531,7 +531,7 @@ def test_a_failure_in_lmlogger_decisions_never_breaks_training(tmp_path, monkeyp
     names the failure, and the checkpoints are those Lightning keeps."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from lmlogger import _replay
+    from lmlogger.records import _replay
 
     def broken(self, *args):
         raise RuntimeError("injected")

@@ -1,4 +1,4 @@
-"""The pure replays (lmlogger._replay) against the real thing: Lightning's EarlyStopping and torch's
+"""The pure replays (lmlogger.records._replay) against the real thing: Lightning's EarlyStopping and torch's
 ReduceLROnPlateau fed the same sequences (NaN, infinities, ties, thresholds, min_delta, cooldown)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from lmlogger._replay import CheckpointReplay, DecisionReplay, EarlyStoppingReplay, PlateauReplay, Point, f32
+from lmlogger.records._replay import CheckpointReplay, DecisionReplay, EarlyStoppingReplay, PlateauReplay, Point, f32
 
 
 def sequences(seed: int, n: int = 40) -> list[list[float]]:

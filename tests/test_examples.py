@@ -145,8 +145,8 @@ def test_ddp_example(tmp_path):
 def test_mlflow_server_example(tmp_path):
     """The MLflow example starts a real server, trains, and audits runs:/<id> through it."""
     pytest.importorskip("mlflow")
-    if importlib.util.find_spec("lmlogger.sinks.mlflow") is None:
-        pytest.skip("the MLflow sink (lmlogger/sinks/mlflow.py) is not in this checkout")
+    if importlib.util.find_spec("lmlogger.runtime.sinks.mlflow") is None:
+        pytest.skip("the MLflow sink (lmlogger/runtime/sinks/mlflow.py) is not in this checkout")
     workdir = tmp_path / "work"
     out = run_example(tmp_path, example("mlflow_server.py"), "--workdir", str(workdir), "--epochs", "1", timeout=400)
     assert "mlflow server running at http://127.0.0.1:" in out

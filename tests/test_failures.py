@@ -73,7 +73,7 @@ def test_user_errors_in_self_log_are_lightnings_own(tmp_path):
 
 def test_internal_error_is_one_warning_and_unverified(tmp_path, monkeypatch):
     """Fault injection: lmlogger's own failure never stops training; keys become unverified."""
-    from lmlogger import _ledger
+    from lmlogger.runtime import _ledger
 
     def broken(self, value, batch_size):
         raise ZeroDivisionError("injected")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lmlogger import _verify
 from lmlogger.lint import _fixes
+from lmlogger.records import _verify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,5 +129,5 @@ def _facts(**kw):
     ],
 )
 def test_lint_fixes_are_worded_as_the_runtime_words_them(facts, code, lint_fix):
-    """For the same facts, lmlogger._verify.fix_for (runtime) and lmlogger.lint (static) write the same fix."""
+    """For the same facts, lmlogger.records._verify.fix_for (runtime) and lmlogger.lint (static) write the same fix."""
     assert _verify.fix_for(facts, [code]) == lint_fix

@@ -28,8 +28,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger._gap import format_gap
 from lmlogger.cli import main as cli_main
+from lmlogger.records._gap import format_gap
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.entities import Metric  # noqa: E402

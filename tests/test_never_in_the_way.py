@@ -21,7 +21,8 @@ from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import BinaryAUROC, BinaryF1Score
 
 import lmlogger
-from lmlogger import VerifiedLogger, _intercept
+from lmlogger import VerifiedLogger
+from lmlogger.runtime import _intercept
 
 LIGHTNING_LOG = LightningModule.__dict__["log"]
 

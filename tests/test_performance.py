@@ -84,7 +84,7 @@ class DirectObserve(LightningModule):
         self.mem = {}
 
     def training_step(self, batch, batch_idx):
-        from lmlogger import _intercept
+        from lmlogger.runtime import _intercept
 
         x, y = batch
         self.f1.update(x[:, 0], y)

@@ -111,7 +111,7 @@ def test_every_record_field_has_a_checked_type():
     """The audit checks the type of every field it reads: each record field is listed with its type."""
     import dataclasses
 
-    from lmlogger import _records
+    from lmlogger.records import _records
 
     for type_, cls in _records._TYPES.items():
         names = {f.name for f in dataclasses.fields(cls)} - {"type"}

@@ -161,7 +161,7 @@ def test_warning_names_the_finding_and_the_fix(tmp_path):
 
 def test_update_is_restored_after_the_run(run):
     model, _, _ = run
-    from lmlogger._samples import _UpdateTap
+    from lmlogger.runtime._samples import _UpdateTap
 
     assert not isinstance(model.train_acc.__dict__.get("update"), _UpdateTap)
     assert os.path.basename(model.train_acc.update.__qualname__) != "_UpdateTap.__call__"
@@ -213,8 +213,8 @@ def test_mlflow_key_tags_carry_the_finding_and_the_counts(tmp_path):
 
 def test_sidecars_written_before_sample_counts_still_read():
     """Old verification records have no samples/dataset_size/duplicates: they read as unknown, 0 repeats."""
-    from lmlogger._records import from_json
     from lmlogger.audit._model import EpochReport
+    from lmlogger.records._records import from_json
 
     old = {"type": "verification", "key": "f1", "phase": "val", "epoch": 0, "step": 3, "logged": 0.5}
     record = from_json({**old, "reference": 0.5, "verdict": "match"})

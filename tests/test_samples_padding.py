@@ -19,7 +19,7 @@ from torchmetrics.classification import BinaryAUROC, BinaryF1Score
 
 import lmlogger
 from lmlogger import VerifiedLogger
-from lmlogger._samples import plan_of
+from lmlogger.runtime._samples import plan_of
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics.classification import BinaryF1Score
 
 import lmlogger
-from lmlogger import VerifiedLogger, _intercept
-from lmlogger._records import FINDINGS
+from lmlogger import VerifiedLogger
 from lmlogger.audit import AuditInputError
+from lmlogger.records._records import FINDINGS
+from lmlogger.runtime import _intercept
 from lmlogger.testing import assert_verified, verified
 
 

@@ -12,8 +12,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
-from lmlogger import VerifiedLogger, _intercept
-from lmlogger._windows import WindowCallback
+from lmlogger import VerifiedLogger
+from lmlogger.runtime import _intercept
+from lmlogger.runtime._windows import WindowCallback
 
 BACKENDS = {"tensorboard": TensorBoardLogger, "csv": CSVLogger}
 

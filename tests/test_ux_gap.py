@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lmlogger._gap import format_gap, relative_gap, worst_epoch
 from lmlogger.audit import EpochReport
+from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
 
 
 def epoch(n, logged, reference, verdict):

@@ -18,10 +18,10 @@ import pickle
 import zipfile
 from typing import Any
 
-from lmlogger._records import worst
-from lmlogger._replay import Decision, Point
 from lmlogger.audit._model import EpochReport, KeyReport, RunReport
 from lmlogger.audit._sidecar import AuditInputError
+from lmlogger.records._records import worst
+from lmlogger.records._replay import Decision, Point
 
 #: data.pkl holds metadata only (tensors live in data/): a larger one is refused rather than read.
 MAX_PICKLE_BYTES = 256 * 1024 * 1024
@@ -231,7 +231,7 @@ def audit_checkpoint(path: str) -> RunReport:
 def _report(path: str, entry: Any) -> RunReport:
     if not isinstance(entry, dict):
         raise ValueError("checkpoint['lmlogger'] is not a dict")
-    from lmlogger._records import SCHEMA_VERSION
+    from lmlogger.records._records import SCHEMA_VERSION
 
     schema = entry.get("schema")
     if isinstance(schema, int) and schema > SCHEMA_VERSION:

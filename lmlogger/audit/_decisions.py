@@ -6,9 +6,9 @@ import dataclasses
 import math
 from typing import Any
 
-from lmlogger._records import DecisionRecord
-from lmlogger._replay import replay_records
 from lmlogger.audit._model import RunReport
+from lmlogger.records._records import DecisionRecord
+from lmlogger.records._replay import replay_records
 
 FINDING = "decision-on-mismatch"
 

@@ -16,9 +16,9 @@ import math
 from html import escape
 from typing import Any
 
-from lmlogger._gap import format_gap, relative_gap, worst_epoch
-from lmlogger._records import FINDINGS
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
+from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
+from lmlogger.records._records import FINDINGS
 
 LOGGED_COLOUR = "#c62828"
 REFERENCE_COLOUR = "#1565c0"
@@ -394,7 +394,7 @@ def _series(values: list[float | None], x: Any, y: Any, colour: str, dash: str, 
 # -- small pieces ---------------------------------------------------------------------------------
 def _worst(key: KeyReport) -> EpochReport | None:
     """The epoch behind the key's verdict: the report's own ``KeyReport.worst_epoch()`` where the model has it,
-    the same rule from ``lmlogger._gap`` otherwise."""
+    the same rule from ``lmlogger.records._gap`` otherwise."""
     method = getattr(key, "worst_epoch", None)
     if callable(method):
         found = method()

@@ -15,11 +15,38 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from lmlogger._mlflow_names import ARTIFACT_PATH, metric_name, redact, reference_name, server_down
-from lmlogger._records import Header
 from lmlogger.audit._model import RunReport
 from lmlogger.audit._sidecar import AuditInputError, open_regular, run_report
 from lmlogger.audit._stores import _close
+from lmlogger.records._mlflow_names import (
+    ARTIFACT_PATH,
+    PROBE_TIMEOUT_S,
+    _first_line,
+    metric_name,
+    redact,
+    reference_name,
+)
+from lmlogger.records._records import Header
+
+
+def server_down(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the MLflow server at an ``http(s)`` tracking URI does not answer, or ``None`` when it does.
+
+    Any HTTP answer (even an error status) counts as up; only a refused, failed or timed-out connection is
+    down. Other URIs (``sqlite:``, ``file:``, ``databricks``) are never probed.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except requests.exceptions.SSLError:
+        return None  # it answered; the client's own TLS settings are MLflow's business
+    except requests.exceptions.RequestException as err:
+        return f"{type(err).__name__}: {_first_line(err)}"
+    return None
+
 
 #: Used for the audit's own MLflow calls unless the environment already sets them: fail fast, not after minutes.
 AUDIT_HTTP_SETTINGS = {

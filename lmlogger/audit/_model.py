@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmlogger._gap import relative_gap
-from lmlogger._records import VERDICTS, json_number
+from lmlogger.records._gap import relative_gap
+from lmlogger.records._records import VERDICTS, json_number
 
 
 @dataclass
@@ -160,7 +160,7 @@ class RunReport:
     #: One entry per stage, in order (``stages`` holds their names): labels, closes, resumes.
     stage_details: list[StageReport] = field(default_factory=list)
     #: What checkpoint / early-stopping / scheduler callbacks decided on the logged values and would have
-    #: decided on the references (:class:`lmlogger._replay.Decision`, one per callback).
+    #: decided on the references (:class:`lmlogger.records._replay.Decision`, one per callback).
     decisions: list[Any] = field(default_factory=list)
     #: For a checkpoint file: when it was saved and by which callback (``None`` for a run).
     checkpoint: dict[str, Any] | None = None

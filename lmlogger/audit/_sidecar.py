@@ -8,7 +8,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from lmlogger._records import (
+from lmlogger.audit._model import EpochReport, KeyReport, RunReport, StageReport
+from lmlogger.records._records import (
     RECORD_TYPES,
     SCHEMA_VERSION,
     Close,
@@ -20,8 +21,7 @@ from lmlogger._records import (
     is_step_hook,
     worst,
 )
-from lmlogger._verify import Facts, compare, findings_for, fix_for
-from lmlogger.audit._model import EpochReport, KeyReport, RunReport, StageReport
+from lmlogger.records._verify import Facts, compare, findings_for, fix_for
 
 BACKENDS = {"TensorBoardLogger": "tensorboard", "CSVLogger": "csv", "MLFlowLogger": "mlflow"}
 

@@ -1,4 +1,4 @@
-"""The concrete change each finding asks for: the runtime's own wording (``lmlogger._verify.fix_for``).
+"""The concrete change each finding asks for: the runtime's own wording (``lmlogger.records._verify.fix_for``).
 
 ``fix_for`` is pure (it reads the record layer only), so the static check calls it with the facts it
 sees in the source. The runtime knows a key and an attribute path as strings; the source may name them
@@ -8,8 +8,8 @@ placeholders go in and the source text replaces them in the runtime's sentence.
 
 from __future__ import annotations
 
-from lmlogger._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
-from lmlogger._verify import Facts, fix_for
+from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger.records._verify import Facts, fix_for
 
 _KEY = "\x00key\x00"
 _ATTR = "\x00attr\x00"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lmlogger._records import FINDINGS
+from lmlogger.records._records import FINDINGS
 
 #: The finding codes the static check can see in source code, in the order the docs present them.
 CODES: tuple[str, ...] = (

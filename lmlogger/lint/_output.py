@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmlogger._records import FINDINGS
 from lmlogger.lint._model import CODES, LintResult
+from lmlogger.records._records import FINDINGS
 
 DOCS = "https://lmlogger.readthedocs.io/en/latest/lint/"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

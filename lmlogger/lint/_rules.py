@@ -8,7 +8,6 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lmlogger._derivation import _EpochRewriter  # pure (ast only): the runtime's own rewrite
 from lmlogger.lint import _fixes
 from lmlogger.lint._catalog import CARRY_BY_DESIGN
 from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
@@ -16,6 +15,7 @@ from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
 from lmlogger.lint._project import ClassInfo, Project, SourceFile
 from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, metrics_of
+from lmlogger.records._derivation import _EpochRewriter  # pure (ast only): the runtime's own rewrite
 
 
 @dataclass(frozen=True)

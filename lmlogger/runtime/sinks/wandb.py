@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lmlogger._errors import warn_user
-from lmlogger.sinks.generic import GenericSink
+from lmlogger.records._errors import warn_user
+from lmlogger.runtime.sinks.generic import GenericSink
 
 
 class WandbSink(GenericSink):

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from lmlogger._records import VERDICT_RANK
+from lmlogger.records._records import VERDICT_RANK
 
 E = TypeVar("E")
 

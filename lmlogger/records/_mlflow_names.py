@@ -1,6 +1,6 @@
 """MLflow names lmlogger uses, shared by the runtime sink and the audit: pure Python, no MLflow or torch import.
 
-The runtime (:mod:`lmlogger.sinks.mlflow`) writes under these names; the reader (:mod:`lmlogger.audit._mlflow`)
+The runtime (:mod:`lmlogger.runtime.sinks.mlflow`) writes under these names; the reader (:mod:`lmlogger.audit._mlflow`)
 reads them back, so both take them from here.
 """
 
@@ -71,25 +71,6 @@ def redact(uri: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def server_down(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why the MLflow server at an ``http(s)`` tracking URI does not answer, or ``None`` when it does.
-
-    Any HTTP answer (even an error status) counts as up; only a refused, failed or timed-out connection is
-    down. Other URIs (``sqlite:``, ``file:``, ``databricks``) are never probed.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import requests
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except requests.exceptions.SSLError:
-        return None  # it answered; the client's own TLS settings are MLflow's business
-    except requests.exceptions.RequestException as err:
-        return f"{type(err).__name__}: {_first_line(err)}"
-    return None
 
 
 def _first_line(err: BaseException, limit: int = 300) -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lmlogger._gap import format_gap, relative_gap, worst_epoch
-from lmlogger._records import ProvenanceRecord, VerificationRecord
-from lmlogger.sinks.generic import GenericSink, metric_prefix_of
+from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
+from lmlogger.records._records import ProvenanceRecord, VerificationRecord
+from lmlogger.runtime.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
 DECISIONS_TAG = "lmlogger/decisions"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch import LightningModule
 
 if TYPE_CHECKING:
-    from lmlogger._session import Session
+    from lmlogger.runtime._session import Session
 
 _lock = threading.RLock()
 _holders = 0

@@ -16,7 +16,7 @@ or Lightning's reduction:
   sync). The row counts seen in one step are the evidence of how many samples that step had.
 
 Per step, the accountant keeps the logged tensor values of the step (one entry per ``self.log``)
-until the step ends, then feeds a second, corrected :class:`~lmlogger._ledger.TensorLedger` per key:
+until the step ends, then feeds a second, corrected :class:`~lmlogger.runtime._ledger.TensorLedger` per key:
 weighted by the step's true rows where the metric updates agree on one row count, and without the
 steps whose rows are all repeats. Memory is bounded by keys (ledgers fold every 256 values).
 
@@ -42,11 +42,11 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DistributedSampler
 from torchmetrics import Metric
 
-from lmlogger._ledger import _CAT, _SUM, MetricTap, Owner, TensorLedger, _empty_copy, _Piece, reduce_states
+from lmlogger.runtime._ledger import _CAT, _SUM, MetricTap, Owner, TensorLedger, _empty_copy, _Piece, reduce_states
 
 if TYPE_CHECKING:
-    from lmlogger._session import Session
-    from lmlogger._tracker import KeyTracker
+    from lmlogger.runtime._session import Session
+    from lmlogger.runtime._tracker import KeyTracker
 
 #: Key under which each rank's sample accounts ride in the epoch exchange's tensor dict. Lightning
 #: storage keys always start with a hook name and a dot, so this can never collide with one.

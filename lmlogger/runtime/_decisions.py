@@ -1,6 +1,6 @@
 """What checkpoint, early-stopping and LR-scheduler callbacks acted on, replayed on the references.
 
-The runtime half of decisions (the replays themselves are pure: :mod:`lmlogger._replay`). For a run's
+The runtime half of decisions (the replays themselves are pure: :mod:`lmlogger.records._replay`). For a run's
 ``ModelCheckpoint`` and ``EarlyStopping`` callbacks with a ``monitor`` and its ``ReduceLROnPlateau``
 schedulers (``"monitor"`` in ``configure_optimizers``), a :class:`DecisionTracker`:
 
@@ -28,11 +28,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lmlogger._records import SCHEMA_VERSION, DecisionRecord, VerificationRecord, json_number, worst
-from lmlogger._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, DecisionReplay
+from lmlogger.records._records import SCHEMA_VERSION, DecisionRecord, VerificationRecord, json_number, worst
+from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, DecisionReplay
 
 if TYPE_CHECKING:
-    from lmlogger._session import Session
+    from lmlogger.runtime._session import Session
 
 #: Key of lmlogger's entry in a Lightning checkpoint dict.
 CHECKPOINT_KEY = "lmlogger"
@@ -107,7 +107,7 @@ def _lrs(scheduler: Any) -> list[float]:
 
 
 class DecisionTracker:
-    """See module docstring. One per :class:`~lmlogger._session.Session`."""
+    """See module docstring. One per :class:`~lmlogger.runtime._session.Session`."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -474,7 +474,7 @@ class DecisionTracker:
 
     def payload(self) -> dict[str, Any]:
         """``checkpoint["lmlogger"]``: see ``docs/decisions.md``."""
-        from lmlogger._versions import versions
+        from lmlogger.records._versions import versions
 
         trainer = self.session.trainer
         monitors = sorted({w.monitor for w in self.watched})

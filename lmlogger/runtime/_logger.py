@@ -14,14 +14,14 @@ from lightning.pytorch.trainer import call as _trainer_call
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
-from lmlogger import _intercept
-from lmlogger._records import ProvenanceRecord, VerificationRecord
-from lmlogger._session import Session
-from lmlogger._verify import DEFAULT_ATOL, DEFAULT_RTOL
+from lmlogger.records._records import ProvenanceRecord, VerificationRecord
+from lmlogger.records._verify import DEFAULT_ATOL, DEFAULT_RTOL
+from lmlogger.runtime import _intercept
+from lmlogger.runtime._session import Session
 
 if TYPE_CHECKING:
     from lmlogger.audit import AuditReport
-from lmlogger.sinks import make_sink
+from lmlogger.runtime.sinks import make_sink
 
 _ON_MISMATCH = ("warn", "raise", "ignore")
 # Lightning's `_call_setup_hook(trainer)` reads `logger.experiment` of every logger, on every rank, at

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lmlogger._records import Close, Header, ProvenanceRecord, VerificationRecord, to_json
-from lmlogger._versions import versions
+from lmlogger.records._records import Close, Header, ProvenanceRecord, VerificationRecord, to_json
+from lmlogger.records._versions import versions
 
 SIDECAR = os.path.join("lmlogger", "provenance.jsonl")
 #: The audit of the run as one self-contained page, written beside the sidecar when a run ends.
@@ -177,7 +177,7 @@ class GenericSink:
             os.replace(partial, self.report_path)  # a reader never sees half a page
             return True
         except Exception as err:
-            from lmlogger._errors import warn_user
+            from lmlogger.records._errors import warn_user
 
             warn_user(
                 f"lmlogger: could not write the HTML report {self.report_path} ({type(err).__name__}: {err}); "
@@ -187,7 +187,7 @@ class GenericSink:
 
     def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
         """Append ``decision`` records (one per read of a monitored key); ``decisions`` is each callback's
-        decision so far (:class:`lmlogger._replay.Decision`), for sinks that show it."""
+        decision so far (:class:`lmlogger.records._replay.Decision`), for sinks that show it."""
         self._append(records)
 
     # -- extra metrics ------------------------------------------------------------------------

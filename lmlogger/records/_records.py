@@ -188,7 +188,7 @@ class Close:
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """One read of a monitored value by a callback that acts on it (see ``lmlogger._replay``).
+    """One read of a monitored value by a callback that acts on it (see ``lmlogger.records._replay``).
 
     ``callback`` is the callback's label in the run (``ModelCheckpoint``, ``ModelCheckpoint-2``,
     ``EarlyStopping``, ``ReduceLROnPlateau``); ``kind`` is ``checkpoint``, ``early_stopping`` or

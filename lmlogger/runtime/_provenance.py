@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from torch import Tensor
 from torchmetrics import Metric
 
-from lmlogger._records import (  # noqa: F401  (pure names live in the record layer; importable from here too)
+from lmlogger.records._records import (  # noqa: F401  (pure names live in the record layer; importable from here too)
     METRIC_COMPUTE,
     METRIC_FORWARD,
     METRIC_OBJECT,

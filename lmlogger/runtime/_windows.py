@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import Callback
 
-from lmlogger._errors import MismatchError
+from lmlogger.records._errors import MismatchError
 
 if TYPE_CHECKING:
-    from lmlogger._session import Session
+    from lmlogger.runtime._session import Session
 
 
 class WindowCallback(Callback):
-    """Marks epoch windows for a :class:`~lmlogger._session.Session` (see module docstring)."""
+    """Marks epoch windows for a :class:`~lmlogger.runtime._session.Session` (see module docstring)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session

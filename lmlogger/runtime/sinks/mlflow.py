@@ -39,9 +39,10 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmlogger._errors import warn_user
-from lmlogger._gap import format_gap, relative_gap, worst_epoch
-from lmlogger._mlflow_names import (  # noqa: F401  (names importable from here too)
+from lmlogger.audit._mlflow import server_down
+from lmlogger.records._errors import warn_user
+from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
+from lmlogger.records._mlflow_names import (  # noqa: F401  (names importable from here too)
     _LIGHTNING_REMOVES,
     _TAG_ROOM,
     ARTIFACT_DIR,
@@ -60,11 +61,10 @@ from lmlogger._mlflow_names import (  # noqa: F401  (names importable from here 
     metric_name,
     redact,
     reference_name,
-    server_down,
 )
-from lmlogger._records import ProvenanceRecord, VerificationRecord, worst
-from lmlogger._versions import versions
-from lmlogger.sinks.generic import GenericSink, metric_prefix_of
+from lmlogger.records._records import ProvenanceRecord, VerificationRecord, worst
+from lmlogger.records._versions import versions
+from lmlogger.runtime.sinks.generic import GenericSink, metric_prefix_of
 
 #: Where the local copy of an MLflow run's sidecar lives, below ``trainer.default_root_dir``.
 LOCAL_DIR = "lmlogger_mlflow"

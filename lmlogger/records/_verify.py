@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lmlogger._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmlogger._ledger import TensorLedger
-from lmlogger._provenance import TENSOR, NumberEvidence
-from lmlogger._records import ProvenanceRecord
+from lmlogger.records._records import ProvenanceRecord
+from lmlogger.runtime._ledger import TensorLedger
+from lmlogger.runtime._provenance import TENSOR, NumberEvidence
 
 
 @dataclass

@@ -5,8 +5,8 @@ run (``fit``, ``validate`` or ``test``) and ends with the logger's ``finalize``.
 
 * one :class:`KeyTracker` per Lightning result key (hook, name, dataloader): provenance and the
   tensor ledger for the current epoch;
-* one :class:`~lmlogger._ledger.MetricTap` per ``Metric`` of the module;
-* a callback (:class:`~lmlogger._windows.WindowCallback`) that marks window boundaries.
+* one :class:`~lmlogger.runtime._ledger.MetricTap` per ``Metric`` of the module;
+* a callback (:class:`~lmlogger.runtime._windows.WindowCallback`) that marks window boundaries.
 
 Data flows one way: observe -> trackers/taps -> close of an epoch window -> verification records ->
 the sinks of every VerifiedLogger on the trainer.
@@ -26,13 +26,15 @@ from torch.nn import ModuleDict, ModuleList
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.wrappers import MinMaxMetric, Running
 
-from lmlogger import _intercept
-from lmlogger._decisions import DecisionTracker
-from lmlogger._derivation import derivation, user_frame
-from lmlogger._distributed import Exchange
-from lmlogger._errors import MismatchError, warn_user
-from lmlogger._gap import format_gap, relative_gap
-from lmlogger._ledger import (
+from lmlogger.records._derivation import derivation, user_frame
+from lmlogger.records._errors import MismatchError, warn_user
+from lmlogger.records._gap import format_gap, relative_gap
+from lmlogger.records._records import VerificationRecord
+from lmlogger.records._verify import Facts, judge
+from lmlogger.runtime import _intercept
+from lmlogger.runtime._decisions import DecisionTracker
+from lmlogger.runtime._distributed import Exchange
+from lmlogger.runtime._ledger import (
     MetricTap,
     Owner,
     TensorLedger,
@@ -41,7 +43,7 @@ from lmlogger._ledger import (
     remembers_results,
     stateful_children,
 )
-from lmlogger._provenance import (
+from lmlogger.runtime._provenance import (
     METRIC_OBJECT,
     TENSOR,
     Classified,
@@ -53,14 +55,12 @@ from lmlogger._provenance import (
     phase_of,
     reduce_name,
 )
-from lmlogger._records import VerificationRecord
-from lmlogger._samples import EXCHANGE_KEY, Accounts, SampleAccountant
-from lmlogger._tracker import KeyTracker
-from lmlogger._verify import Facts, judge
-from lmlogger._windows import WindowCallback
+from lmlogger.runtime._samples import EXCHANGE_KEY, Accounts, SampleAccountant
+from lmlogger.runtime._tracker import KeyTracker
+from lmlogger.runtime._windows import WindowCallback
 
 if TYPE_CHECKING:
-    from lmlogger._logger import VerifiedLogger
+    from lmlogger.runtime._logger import VerifiedLogger
 
 
 _LOG_SIGNATURE = inspect.signature(LightningModule.log)
