@@ -21,7 +21,7 @@ from lmlogger.records._records import (
     is_step_hook,
     worst,
 )
-from lmlogger.records._verify import Facts, compare, findings_for, fix_for
+from lmlogger.records._verify import Facts, compare, findings_for, fix_for, with_weights
 
 BACKENDS = {"TensorBoardLogger": "tensorboard", "CSVLogger": "csv", "MLFlowLogger": "mlflow"}
 
@@ -315,6 +315,7 @@ def _key_report(
                 )
                 rec_findings = findings_for(facts, rejudged)
                 rec_fix = fix_for(facts, rec_findings) if rejudged == "mismatch" or rec_findings else None
+                rec_fix = with_weights(facts, rec_findings, rec_fix)
             verdict = rejudged
         kr.epochs.append(
             EpochReport(

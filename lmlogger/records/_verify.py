@@ -145,13 +145,25 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
         if code == "stale-step-value":
             return f'call {attr}(preds, target) (forward) before self.log("{name}", {attr}, on_step=True)'
         if code == "weight-mismatch":
-            text = f'self.log("{name}", ..., batch_size=n) with n the number of samples in the batch'
-            if facts.weights is not None:
-                text += f" (a step had {facts.weights[1]} where Lightning weighted it {facts.weights[0]})"
-            return text
+            return _weight_fix(facts)
         if code == "padded-duplicates":
             return _padding_fix(facts)
     return None
+
+
+def _weight_fix(facts: Facts) -> str:
+    text = f'self.log("{facts.name}", ..., batch_size=n) with n the number of samples in the batch'
+    if facts.weights is not None:
+        text += f" (a step had {facts.weights[1]} where Lightning weighted it {facts.weights[0]})"
+    return text
+
+
+def with_weights(facts: Facts, findings: list[str], fix: str | None) -> str | None:
+    """``fix``, completed with ``batch_size=`` when the key also has ``weight-mismatch`` and the fix of an
+    earlier finding (a ``forward()`` value's ``batch-values-averaged``) does not say it: both apply."""
+    if fix is None or "weight-mismatch" not in findings or "batch_size=" in fix:
+        return fix
+    return f"{fix}; and Lightning weighted its steps by a wrong batch size: {_weight_fix(facts)}"
 
 
 def _padding_fix(facts: Facts) -> str:
@@ -190,5 +202,5 @@ def judge(
         verdict = compare(logged, reference, rtol, atol)
         reason = None
     findings = findings_for(facts, verdict)
-    fix = fix_for(facts, findings) if verdict == "mismatch" or findings else None
+    fix = with_weights(facts, findings, fix_for(facts, findings) if verdict == "mismatch" or findings else None)
     return verdict, findings, fix, reason

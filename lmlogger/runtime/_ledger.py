@@ -323,7 +323,32 @@ class MetricTap:
     def bind(self, on_epoch: bool) -> None:
         """A logged key uses this metric (``on_epoch``: its epoch value is verified against it)."""
         self.bound = True
-        self.epoch_needed = self.epoch_needed or on_epoch
+        if on_epoch and not self.epoch_needed:
+            self.epoch_needed = True
+            self._keep_last()
+
+    def _keep_last(self) -> None:
+        """A key needs the epoch state only now (an object logged from ``on_train_epoch_end`` after its
+        forward() values were logged on step only): fold the last stretch again, keeping its state.
+
+        Exact when nothing was updated since that fold: the stretch is undone to its starting snapshot and
+        folded into the same window and dataloader, as if the key had been known from the start.
+        """
+        last = self._last
+        if last is None or self._count() != self._base_count:
+            return
+        owner, piece, baseline, base_count = last
+        window = self.windows.get(owner)
+        if piece.reason != _NOT_KEPT or window is None or not window.pieces or window.pieces[-1] is not piece:
+            return
+        window.pieces.pop()
+        current, dl = self.owner, self.dl
+        self._baseline, self._base_count = baseline, base_count
+        self.owner, self.dl = owner, piece.dl
+        try:
+            self.fold()
+        finally:
+            self.owner, self.dl = current, dl
 
     def fold(self) -> bool:
         """Move what accumulated since the last boundary into the current owner's window."""

@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DistributedSampler
 from torchmetrics import Metric
 
+from lmlogger.runtime._batch_rows import BatchShape, batch_shape, true_count
 from lmlogger.runtime._ledger import _CAT, _SUM, MetricTap, Owner, TensorLedger, _empty_copy, _Piece, reduce_states
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class _KeyAccount:
     example: tuple[int, int] | None = None  # (Lightning's weight, true rows) of the first such step
     outside_steps: bool = False  # a value logged outside a batch hook: its sample count is unknown
     reason: str | None = None
+    unknown: set[tuple[int, ...]] = field(default_factory=set)  # batch shapes whose sample count is unknowable
+    unknown_example: str = ""
 
 
 @dataclass
@@ -199,7 +202,8 @@ class _Step:
     batch_idx: int
     dataloader_idx: int
     rows: set[int] = field(default_factory=set)  # first-dimension lengths of this step's metric updates
-    pending: list[tuple[str, Any, int]] = field(default_factory=list)  # (storage key, value, Lightning weight)
+    pending: list[tuple[str, Any, int, bool]] = field(default_factory=list)  # (key, value, weight, weight given)
+    shape: BatchShape | None = None  # the batch's first dimensions, read at the step's first logged value
     batch_rows: int = 0  # rows of the batch according to the sampler plan
     repeats: list[int] = field(default_factory=list)  # rows of the batch that are repeats
     recorded: dict[int, _Recorded] = field(default_factory=dict)
@@ -338,8 +342,11 @@ class SampleAccountant:
         except Exception as err:
             self._fail("reading a metric update", err)
 
-    def logged(self, storage_key: str, reduce: str, value: Any, batch_size: int) -> None:
-        """A tensor value logged for an epoch reduction (called from ``Session._observe``)."""
+    def logged(
+        self, storage_key: str, reduce: str, value: Any, batch_size: int, batch: Any = None, given: bool = False
+    ) -> None:
+        """A tensor value logged for an epoch reduction (called from ``Session._observe``): ``batch`` is the
+        step's batch as Lightning holds it, ``given`` whether ``batch_size`` is the user's ``batch_size=``."""
         owner = self.session.owner
         window = self.windows.get(owner) if owner is not None else None
         if window is None:
@@ -349,7 +356,9 @@ class SampleAccountant:
             account = window.keys[storage_key] = _KeyAccount(reduce, TensorLedger(reduce))
         step = self.step
         if step is not None and step.owner == owner:
-            step.pending.append((storage_key, value, batch_size))
+            if step.shape is None:
+                step.shape = batch_shape(batch) if batch is not None else BatchShape()
+            step.pending.append((storage_key, value, batch_size, given))
         else:  # epoch-end hook: no step, no evidence; Lightning's weight stands
             account.outside_steps = True
             account.ledger.add(value, batch_size)
@@ -362,16 +371,20 @@ class SampleAccountant:
         window = self.windows.get(step.owner)
         if window is None:
             return
-        evidence = next(iter(step.rows)) if len(step.rows) == 1 else None
         dup = len(step.repeats)
-        for storage_key, value, weight in step.pending:
+        for storage_key, value, weight, given in step.pending:
             account = window.keys[storage_key]
             true_rows = weight
-            if evidence is not None and evidence != weight and account.reduce == "mean":
-                account.disagree += 1
-                if account.example is None:
-                    account.example = (weight, evidence)
-                true_rows = evidence
+            if account.reduce == "mean":  # the weight matters for means only (_batch_rows.py)
+                evidence, unknown = true_count(step.shape, step.rows, given)
+                if evidence is not None and evidence != weight:
+                    account.disagree += 1
+                    if account.example is None:
+                        account.example = (weight, evidence)
+                    true_rows = evidence
+                elif unknown and step.shape is not None:
+                    account.unknown.add(step.shape.sizes)
+                    account.unknown_example = account.unknown_example or step.shape.describe()
             account.samples += true_rows
             if step.reason is not None and account.reason is None:
                 account.reason = step.reason
@@ -464,7 +477,7 @@ class SampleAccountant:
                 "duplicates": a.duplicates,
                 "disagree": a.disagree,
                 "example": a.example,
-                "reason": a.reason,
+                "reason": a.reason or _unknown_reason(a),
             }
             for k, a in window.keys.items()
         }
@@ -481,6 +494,19 @@ class SampleAccountant:
 
 class _CannotCorrect(Exception):
     pass
+
+
+def _unknown_reason(account: _KeyAccount) -> str | None:
+    """Why a mean's true weights are unknowable: the batch disagreed with itself on its first dimension, in
+    shapes that vary between steps (with one shape every step, any of its sizes weights the steps alike)."""
+    if len(account.unknown) < 2:
+        return None
+    return (
+        f"Lightning weighted each step by the first size in a batch whose tensors disagree on their first "
+        f"dimension ({account.unknown_example}), and nothing in the step says which one counts samples "
+        "(no metric update of one of those sizes, no target, no size shared by most tensors): pass "
+        "self.log(..., batch_size=n)"
+    )
 
 
 def _rank(window: _Window, step: _Step) -> int:

@@ -14,6 +14,7 @@ the sinks of every VerifiedLogger on the trainer.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from lmlogger.records._derivation import derivation, user_frame
 from lmlogger.records._errors import MismatchError, warn_user
 from lmlogger.records._gap import format_gap, relative_gap
 from lmlogger.records._records import VerificationRecord
-from lmlogger.records._verify import Facts, judge
+from lmlogger.records._verify import Facts, compare, judge
 from lmlogger.runtime import _intercept
 from lmlogger.runtime._decisions import DecisionTracker
 from lmlogger.runtime._distributed import Exchange
@@ -44,6 +45,7 @@ from lmlogger.runtime._ledger import (
     stateful_children,
 )
 from lmlogger.runtime._provenance import (
+    METRIC_FORWARD,
     METRIC_OBJECT,
     TENSOR,
     Classified,
@@ -264,7 +266,10 @@ class Session:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
             tracker.ledger.add(value, int(batch_size))
-            self.samples.logged(storage_key, tracker.reduce, value, int(batch_size))
+            self.samples.logged(storage_key, tracker.reduce, value, int(batch_size), results.batch, source == "given")
+        elif tracker.on_epoch and tracker.step_hook and tracker.kind == METRIC_FORWARD:
+            # Lightning weights a forward() value like any tensor: its weights are checked too (weight-mismatch)
+            self.samples.logged(storage_key, tracker.reduce, value, int(batch_size), results.batch, source == "given")
         if tracker.kind == METRIC_OBJECT and tracker.on_step:
             forward = value._forward_cache
             if forward is None or forward is tracker.last_forward:
@@ -465,6 +470,8 @@ class Session:
                     reference, reason = count.reference, count.reason
             else:
                 count = accounts.for_metric(tap.attribute if tap is not None else None, tracker.dataloader_idx)
+                if tracker.kind == METRIC_FORWARD:
+                    count = _forward_weights(count, accounts.for_tensor(tracker), logged, opts)
             if self.failed_internally:
                 reference, reason = None, self.failed_internally
             phases = tap.phases_updated - {"sanity"} if tap is not None else set()
@@ -588,6 +595,17 @@ def _describe(record: VerificationRecord) -> str:
     if record.fix:
         text += f". Fix: {record.fix}"
     return text
+
+
+def _forward_weights(count: Any, weighted: Any, logged: float | None, opts: Any) -> Any:
+    """The sample count of a ``forward()`` key, with the weights of a step that disagreed when they moved its
+    epoch value: Lightning's mean of the per-batch values differs from the same mean weighted by the true
+    counts (weights off by one factor in every step change nothing, and nothing is claimed)."""
+    if weighted.weights is None or weighted.reference is None or logged is None:
+        return count
+    if compare(logged, weighted.reference, opts.rtol, opts.atol) != "mismatch":
+        return count
+    return dataclasses.replace(count, weights=weighted.weights)
 
 
 def _to_float(value: Any) -> float:
