@@ -174,10 +174,11 @@ class _ResultTap:
     their results could not be told apart by identity. Copies get a plain bound method.
     """
 
-    def __init__(self, metric: Metric, name: str, saved: Any) -> None:
+    def __init__(self, metric: Metric, name: str, saved: Any, on_call: Any = None) -> None:
         self.metric = metric
         self.name = name
         self.saved = saved
+        self.on_call = on_call  # told of every call (MinMaxMetric: each compute() moves its max/min)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.saved is _MISSING:
@@ -185,6 +186,8 @@ class _ResultTap:
         else:
             result = self.saved(*args, **kwargs)
         self.metric.__dict__["_lml_" + self.name] = result
+        if self.on_call is not None:
+            self.on_call()
         return result
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
@@ -244,6 +247,10 @@ class MetricTap:
         self._last: tuple[Owner, _Piece, dict[str, Any] | None, int] | None = None
         self._installed = False
         self._saved: dict[str, Any] = {}
+        # compute() calls since the last reset, and the rank of the latest one (wrappers only: a
+        # MinMaxMetric's max/min are the extremes of its compute() results since its last reset)
+        self.computes_since_reset = 0
+        self.compute_rank = 0
 
     def _count(self) -> int:
         metric = self.metric
@@ -264,7 +271,8 @@ class MetricTap:
                 # last ones so that a logged result can be told apart by identity, as for any other metric.
                 for name in ("compute", "forward"):
                     self._saved[name] = metric.__dict__.get(name, _MISSING)
-                    metric.__dict__[name] = _ResultTap(metric, name, self._saved[name])
+                    on_call = self._on_compute if name == "compute" else None
+                    metric.__dict__[name] = _ResultTap(metric, name, self._saved[name], on_call)
 
     def remove(self) -> None:
         metric = self.metric
@@ -413,7 +421,12 @@ class MetricTap:
         self._base_count = self._reset_at = 0
         self.windows.setdefault(owner, _WindowState()).carried = 0
 
+    def _on_compute(self) -> None:
+        self.computes_since_reset += 1
+        self.compute_rank = self.computes_since_reset
+
     def on_user_reset(self, by_lightning: bool = False) -> None:
+        self.computes_since_reset = 0
         self.fold()
         if self.owner is not None:
             self.windows.setdefault(self.owner, _WindowState()).resets += 1

@@ -71,6 +71,15 @@ _SKIP_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, inspect.getf
 
 
 @dataclass
+class _Best:
+    """A ``MinMaxMetric``'s epoch raw values (reference, or the reason there is none) since its last reset."""
+
+    owner: Owner
+    rank: int  # compute() calls since the reset, up to the one of ``owner``'s epoch
+    raws: list[tuple[float | None, str | None]]
+
+
+@dataclass
 class _Capture:
     """Epoch values the wrapped loggers received while a window was closing."""
 
@@ -105,6 +114,7 @@ class Session:
         self.exchange = Exchange(trainer)
         self.callback = WindowCallback(self)
         self.decisions = DecisionTracker(self)  # checkpoint / early stopping / scheduler decisions
+        self.best: dict[tuple[int, str, int | None], _Best] = {}  # MinMaxMetric histories (best-so-far)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _tap(self, metric: Any, attribute: str | None, adopt: bool = True) -> MetricTap:
@@ -350,6 +360,8 @@ class Session:
         phase = owner[0]
         trackers = [t for t in self.trackers.values() if t is not None and t.phase == phase and t.active]
         if discard or phase == "sanity":
+            if phase == "sanity" and not discard:
+                self._sanity_extremes(owner)
             for tracker in self.trackers.values():
                 if tracker is not None and tracker.phase == "val":
                     tracker.active, tracker.ledger, tracker.stale = False, None, False
@@ -456,14 +468,13 @@ class Session:
             elif tap is None:
                 reference, reason = None, "metric not tracked"
             elif isinstance(tracker.metric, MinMaxMetric) and tracker.index in (("max",), ("min",)):
-                reference, reason = (
-                    None,
-                    "MinMaxMetric's max/min follow every compute() call of the run, not one epoch's state",
-                )
+                reference, reason = self._best_so_far(tracker, tap, owner, reference_of)
             else:
                 dl = tracker.dataloader_idx if tracker.phase in ("val", "test") else None
                 value, reason = reference_of(tracker.metric, dl)
                 reference, reason = (None, reason) if reason is not None else _scalar(value, tracker.index)
+            if isinstance(tracker.metric, MinMaxMetric) and tap is not None:
+                self._best_so_far(tracker, tap, owner, reference_of)  # every epoch's raw value joins the history
             if tracker.kind == TENSOR:
                 count = accounts.for_tensor(tracker)
                 if count.corrected and reason is None:  # repeats left out, true rows as weights
@@ -524,6 +535,56 @@ class Session:
                 )
             )
         return records
+
+    def _best_so_far(
+        self, tracker: KeyTracker, tap: MetricTap, owner: Owner, reference_of: Any
+    ) -> tuple[Any, str | None]:
+        """The reference of a ``MinMaxMetric``'s ``max``/``min``: the extreme of the base metric's epoch values
+        over the epochs since its last reset (each compute() moves the max/min by the raw value it returns).
+
+        True when every compute() since the reset was an epoch's (its raw value verified here or in the sanity
+        check); otherwise the reason says how many were not.
+        """
+        dl = tracker.dataloader_idx if tracker.phase in ("val", "test") else None
+        key = (id(tracker.metric), tracker.phase, dl)
+        best = self.best.get(key)
+        if best is None or best.owner != owner:  # once per metric and window: max and min keys share it
+            value, why = reference_of(tracker.metric, dl)
+            raw, why = (None, why) if why is not None else _scalar(value, ("raw",))
+            raws = list(best.raws) if best is not None and tap.compute_rank > 1 else []
+            best = self.best[key] = _Best(owner, tap.compute_rank, [*raws, (raw, why)])
+        which = tracker.index[0] if tracker.index else "max"
+        missing = next((why for raw, why in best.raws if raw is None), None)
+        if missing is not None:
+            return None, f"the raw value of an epoch in `{tap.attribute}`'s {which} has no reference: {missing}"
+        if len(best.raws) != best.rank:
+            return None, (
+                f"`{tap.attribute}`'s {which} is the {which} of its {best.rank} compute() results since its last "
+                f"reset, and {len(best.raws)} of them were epoch values (compute() also ran within an epoch or "
+                "in a multi-process sanity check)"
+            )
+        raws = [raw for raw, _ in best.raws]
+        return (max(raws) if which == "max" else min(raws)), None
+
+    def _sanity_extremes(self, owner: Owner) -> None:
+        """A ``MinMaxMetric`` computed in the sanity check took its raw value into its max/min: keep it in the
+        history (one process: the sanity state is local and exact)."""
+        if self.exchange.world_size > 1:
+            return
+        gathered = {}
+        for tap in self.taps.values():
+            window = tap.window(owner)
+            gathered[tap.attribute] = window.pieces if window is not None else []
+        for tap in list(self.taps.values()):
+            metric = tap.metric
+            if not isinstance(metric, MinMaxMetric) or tap.computes_since_reset == 0:
+                continue
+            try:
+                value, why = self._metric_reference(metric, None, gathered)
+                raw, why = (None, why) if why is not None else _scalar(value, ("raw",))
+            except Exception as err:
+                raw, why = None, f"the sanity check's state could not be computed ({type(err).__name__}: {err})"
+            self.best[(id(metric), "val", None)] = _Best(owner, tap.compute_rank, [(raw, why)])
 
     def _carried(self, metric: Any, owner: Owner) -> int:
         """Updates from before ``owner`` in the state at its end, for the metric and its sub-metrics."""
