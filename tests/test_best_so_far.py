@@ -1,4 +1,5 @@
-"""Best-so-far values: a ``MinMaxMetric``'s max and min are verified against the epochs' own values.
+"""Best-so-far values: a ``MinMaxMetric``'s max and min, and the lightning-hydra-template's ``MaxMetric`` of
+the validation accuracy, are verified against the epochs' own values.
 
 Validation accuracy goes up and down from epoch to epoch (the predictions are drawn per epoch), so the
 max and min differ from the raw value in most epochs. Ground truth: every prediction and target by
@@ -10,6 +11,7 @@ import torch
 from helpers import N_FEATURES, Recorder, accuracy, loader, quiet, seeded, trainer
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import CSVLogger
+from torchmetrics import MaxMetric, MinMetric
 from torchmetrics.classification import BinaryAccuracy
 from torchmetrics.wrappers import MinMaxMetric
 
@@ -29,6 +31,13 @@ class Best(LightningModule):
         self.rec = Recorder()
         self.val_mm = MinMaxMetric(BinaryAccuracy())
         self.val_busy = MinMaxMetric(BinaryAccuracy())
+        # the lightning-hydra-template: the best accuracy so far, reset when training starts
+        self.val_acc = BinaryAccuracy()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_worst = MinMetric()  # never reset: it took the sanity check's accuracy too
+
+    def on_train_start(self):
+        self.val_acc_best.reset()
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -42,6 +51,7 @@ class Best(LightningModule):
         self.rec.add((phase, self.current_epoch, 0), p, y)
         self.val_mm.update(p, y)
         self.val_busy.update(p, y)
+        self.val_acc(p, y)
         self.log("val_busy_bar", self.val_busy.compute()["max"], prog_bar=True, logger=False)
 
     def on_validation_epoch_end(self):
@@ -53,6 +63,12 @@ class Best(LightningModule):
         busy = self.val_busy.compute()
         self.log("val_busy_max", busy["max"])
         self.val_busy._base_metric.reset()
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        self.val_acc_best(acc)
+        self.log("val/acc_best", self.val_acc_best.compute())
+        self.val_acc_worst.update(acc)
+        self.log("val/acc_worst", self.val_acc_worst.compute())
 
     def train_dataloader(self):
         return loader(64, 16, 0)
@@ -110,3 +126,15 @@ def test_a_max_moved_by_compute_calls_within_the_epoch_is_unverified_with_the_co
     assert key.verdict == "unverified" and key.findings == []
     for epoch in key.epochs:
         assert "compute() results since its last reset" in epoch.reason
+
+
+def test_a_best_so_far_max_metric_is_verified_and_not_reported_as_carried_over(best):
+    """Carrying its state across epochs is what a best-so-far is for (the lint agrees): no
+    state-carried-over, and the reference is the extreme of every value it was given since its reset."""
+    model, keys = best
+    truth = true_accuracies(model)
+    for name, extreme, start in (("val/acc_best", max, 1), ("val/acc_worst", min, 0)):
+        key = keys[name]
+        assert key.verdict == "match" and key.findings == [] and key.fix is None, (name, key.findings)
+        for epoch in key.epochs:
+            assert epoch.reference == pytest.approx(extreme(truth[start : epoch.epoch + 2]), rel=1e-6)

@@ -251,6 +251,7 @@ class MetricTap:
         # MinMaxMetric's max/min are the extremes of its compute() results since its last reset)
         self.computes_since_reset = 0
         self.compute_rank = 0
+        self.resets = 0  # resets seen (by user code or Lightning)
 
     def _count(self) -> int:
         metric = self.metric
@@ -364,6 +365,7 @@ class MetricTap:
         if count == self._base_count:
             return False
         if count < self._base_count:  # reset by something we did not see (e.g. a class-level call)
+            self.resets += 1
             self._baseline = None
             self._base_count = self._reset_at = 0
         if self.bound and not self.epoch_needed:  # no epoch value needs it: keep the count, not the state
@@ -425,8 +427,13 @@ class MetricTap:
         self.computes_since_reset += 1
         self.compute_rank = self.computes_since_reset
 
+    def count_now(self) -> int:
+        """The metric's update count as this tap counts it."""
+        return self._count()
+
     def on_user_reset(self, by_lightning: bool = False) -> None:
         self.computes_since_reset = 0
+        self.resets += 1
         self.fold()
         if self.owner is not None:
             self.windows.setdefault(self.owner, _WindowState()).resets += 1

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DistributedSampler
-from torchmetrics import Metric
+from torchmetrics import MaxMetric, Metric, MinMetric
 
 from lmlogger.runtime._batch_rows import BatchShape, batch_shape, true_count
 from lmlogger.runtime._ledger import _CAT, _SUM, MetricTap, Owner, TensorLedger, _empty_copy, _Piece, reduce_states
@@ -238,6 +238,52 @@ class _UpdateTap:
         return self.original(*args, **kwargs)
 
 
+class _Extreme:
+    """The max (``MaxMetric``) or min (``MinMetric``) of every value given to ``update()`` since the last
+    reset, kept on the values' device (no host sync per update), NaNs treated as the metric's own
+    ``nan_strategy`` treats them."""
+
+    def __init__(self, metric: Metric, tap: MetricTap) -> None:
+        self.metric = metric
+        self.tap = tap
+        self.is_max = isinstance(metric, MaxMetric)
+        self.value: Tensor | None = None
+        self.resets = tap.resets
+        # the values given before lmlogger met the metric are unknown (a restored state: one read, at setup)
+        state = metric._defaults.get("max_value" if self.is_max else "min_value")
+        live = getattr(metric, "max_value" if self.is_max else "min_value", None)
+        self.started = isinstance(live, Tensor) and state is not None and bool(torch.equal(live.cpu(), state.cpu()))
+
+    def add(self, args: tuple, kwargs: dict) -> None:
+        if self.tap.resets != self.resets:
+            self.value, self.resets, self.started = None, self.tap.resets, True
+        value = args[0] if args else kwargs.get("value")
+        if value is None:
+            return
+        v = torch.as_tensor(value).detach().reshape(-1).to(torch.float64)
+        if not v.numel():
+            return
+        strategy = getattr(self.metric, "nan_strategy", "error")
+        if strategy in ("warn", "ignore"):
+            v = torch.where(torch.isnan(v), torch.full_like(v, -math.inf if self.is_max else math.inf), v)
+        elif isinstance(strategy, float):
+            v = torch.nan_to_num(v, nan=strategy)
+        top = v.max() if self.is_max else v.min()
+        if self.value is None:
+            self.value = top
+        else:
+            self.value = (torch.maximum if self.is_max else torch.minimum)(self.value, top.to(self.value.device))
+
+    def result(self) -> tuple[float | None, str | None]:
+        if self.tap.resets != self.resets:  # reset after its last update: the default state
+            self.value, self.resets, self.started = None, self.tap.resets, True
+        if not self.started:
+            return None, "the metric held values from before lmlogger met it"
+        if self.value is None:
+            return None, "the metric received no values since its last reset"
+        return float(self.value), None
+
+
 # ---------------------------------------------------------------------------------------------
 # the accountant
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +295,7 @@ class SampleAccountant:
         self.windows: dict[Owner, _Window] = {}
         self.step: _Step | None = None
         self.watched: dict[int, tuple[Metric, MetricTap, _UpdateTap]] = {}
+        self.extremes: dict[int, _Extreme] = {}  # best-so-far aggregators: their extreme since the last reset
 
     # -- installation -------------------------------------------------------------------------
     def watch(self, metric: Metric, tap: MetricTap) -> None:
@@ -260,6 +307,16 @@ class SampleAccountant:
         wrapper = _UpdateTap(metric, original, self)
         metric.__dict__["update"] = wrapper
         self.watched[id(metric)] = (metric, tap, wrapper)
+        if isinstance(metric, (MaxMetric, MinMetric)):
+            self.extremes[id(metric)] = _Extreme(metric, tap)
+
+    def extreme(self, metric: Metric) -> tuple[float | None, str | None]:
+        """``compute()`` of a ``MaxMetric``/``MinMetric`` recomputed from every value it was given since its
+        last reset, in this process (a best-so-far keeps them on purpose, across epochs)."""
+        found = self.extremes.get(id(metric))
+        if found is None:
+            return None, "metric not tracked"
+        return found.result()
 
     def remove(self) -> None:
         for metric, _, wrapper in self.watched.values():
@@ -314,6 +371,9 @@ class SampleAccountant:
     # -- observation (hot path) ----------------------------------------------------------------
     def on_update(self, metric: Metric, args: tuple, kwargs: dict) -> None:
         try:
+            extreme = self.extremes.get(id(metric)) if self.extremes else None
+            if extreme is not None:
+                extreme.add(args, kwargs)
             owner = self.session.owner
             if owner is None:
                 return

@@ -24,7 +24,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.nn import ModuleDict, ModuleList
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MaxMetric, Metric, MetricCollection, MinMetric
 from torchmetrics.wrappers import MinMaxMetric, Running
 
 from lmlogger.records._derivation import derivation, user_frame
@@ -45,6 +45,7 @@ from lmlogger.runtime._ledger import (
     stateful_children,
 )
 from lmlogger.runtime._provenance import (
+    METRIC_COMPUTE,
     METRIC_FORWARD,
     METRIC_OBJECT,
     TENSOR,
@@ -469,6 +470,8 @@ class Session:
                 reference, reason = None, "metric not tracked"
             elif isinstance(tracker.metric, MinMaxMetric) and tracker.index in (("max",), ("min",)):
                 reference, reason = self._best_so_far(tracker, tap, owner, reference_of)
+            elif _best_aggregator(tracker) and world == 1:
+                reference, reason = self.samples.extreme(tracker.metric)
             else:
                 dl = tracker.dataloader_idx if tracker.phase in ("val", "test") else None
                 value, reason = reference_of(tracker.metric, dl)
@@ -496,7 +499,7 @@ class Session:
                 on_epoch=tracker.on_epoch,
                 attribute=tracker.attribute,
                 phase=tracker.phase,
-                carried=self._carried(tracker.metric, owner),
+                carried=0 if _best_aggregator(tracker) else self._carried(tracker.metric, owner),
                 shared=len(phases) > 1 or shared_dl,
                 shared_dataloaders=shared_dl and len(phases) <= 1,
                 stale=tracker.stale,
@@ -656,6 +659,17 @@ def _describe(record: VerificationRecord) -> str:
     if record.fix:
         text += f". Fix: {record.fix}"
     return text
+
+
+def _best_aggregator(tracker: KeyTracker) -> bool:
+    """A ``MaxMetric``/``MinMetric`` whose ``compute()`` is logged from an epoch-end hook: a best-so-far, whose
+    state spans epochs on purpose (the lint's rule too), verified against every value it was given."""
+    return (
+        isinstance(tracker.metric, (MaxMetric, MinMetric))
+        and tracker.kind == METRIC_COMPUTE
+        and not tracker.step_hook
+        and tracker.index is None
+    )
 
 
 def _forward_weights(count: Any, weighted: Any, logged: float | None, opts: Any) -> Any:
