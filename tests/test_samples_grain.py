@@ -13,7 +13,7 @@ import torchmetrics.functional.classification as FC
 from helpers import N_FEATURES, quiet, seeded, trainer
 from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchmetrics.classification import BinaryAccuracy, MulticlassJaccardIndex
 
 import lmlogger
@@ -344,6 +344,19 @@ class Batches(Base):
         return None
 
 
+class Stream(IterableDataset):
+    """The items of :class:`Items`, streamed: the loader cannot say how many items a batch holds."""
+
+    def __iter__(self):
+        items = Items(0)
+        return iter([items[i] for i in range(N)])
+
+
+class StreamBatches(Batches):
+    def train_dataloader(self):
+        return DataLoader(Stream(), batch_size=16, collate_fn=unnamed)
+
+
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory):
     out = {}
@@ -351,6 +364,8 @@ def batches(tmp_path_factory):
         cls = type(f"Batches_{name}", (Batches,), {"collate": staticmethod(collate)})
         model = cls()
         out[name] = model, fit(model, tmp_path_factory.mktemp(name))
+    model = StreamBatches()
+    out["stream"] = model, fit(model, tmp_path_factory.mktemp("stream"))
     return out
 
 
@@ -372,9 +387,19 @@ def test_a_dict_batch_that_starts_with_a_list_of_strings_is_a_match(batches):
         assert epoch.samples == N
 
 
-def test_a_batch_that_disagrees_with_itself_and_says_nothing_more_is_unverified(batches):
+def test_a_batch_without_names_is_weighed_by_the_items_its_loader_put_in_it(batches):
+    """No target by name, no majority (a: 10, b: 16): the loader's batch sampler says 16, 16 and 12 items."""
+    model, keys = batches["unnamed"]
+    key = keys["loss"]
+    assert key.verdict == "mismatch" and key.findings == ["weight-mismatch"]
+    for epoch in key.epochs:
+        assert epoch.reference == pytest.approx(model.sample_mean("train", epoch.epoch), rel=1e-6)
+        assert epoch.samples == N
+
+
+def test_a_streamed_batch_that_disagrees_with_itself_and_says_nothing_more_is_unverified(batches):
     """Nothing tells whether a's 10 or b's 16 counts samples: no claim, a reason that names the fix."""
-    _, keys = batches["unnamed"]
+    _, keys = batches["stream"]
     key = keys["loss"]
     assert key.verdict == "unverified" and key.findings == []
     for epoch in key.epochs:

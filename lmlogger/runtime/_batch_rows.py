@@ -11,13 +11,16 @@ step's true number of samples is, or that it cannot be known. The rule (docs/sam
 1. **Only batch-granular evidence counts.** A metric update's rows are evidence only when they equal the
    first dimension of some tensor of the batch: per-token rows (``preds.flatten()`` of ``(B, T)``) or
    per-pixel rows (``(B*H*W,)``) are not samples, and say nothing about the step's weight.
-2. **An explicit ``batch_size=`` is trusted** unless the step's metric updates agree, at batch grain, on a
-   different count.
-3. **Inferred, one size in the batch**: Lightning's guess is the batch's only size; nothing to claim.
-4. **Inferred, the batch disagrees with itself**: the metric updates' batch-granular rows if they agree;
-   else the size of the targets (a dict entry or field named ``y``, ``target(s)``, ``label(s)``, or the
-   second element of an ``(x, y)`` pair); else a size shared by more than half of the batch's tensors;
-   else the count is unknown, and the key says so (``unverified``) when the steps' shapes vary.
+2. **An explicit ``batch_size=`` is trusted** when some tensor of the batch has that first dimension;
+   otherwise only the step's metric updates, agreeing at batch grain on another count, outweigh it.
+3. **Inferred**: the number of dataset items the loader's batch sampler put in the batch (a plain
+   ``BatchSampler`` over a sampler of known length), when some tensor of the batch has that size; else the
+   metric updates' batch-granular rows if they agree on one; else, with one size in the batch, Lightning's
+   guess is that size and there is nothing to claim.
+4. **Inferred, the batch disagrees with itself and nothing above decides**: the size of the targets (a dict
+   entry or field named ``y``, ``target(s)``, ``label(s)``, or the second element of an ``(x, y)`` pair);
+   else a size shared by more than half of the batch's tensors; else the count is unknown, and the key says
+   so (``unverified``) when the steps' shapes vary.
 """
 
 from __future__ import annotations
@@ -104,18 +107,25 @@ def _parallel(obj: list | tuple) -> bool:
     return len({int(v.shape[0]) for v in obj}) == 1
 
 
-def true_count(shape: BatchShape | None, rows: set[int], given: bool) -> tuple[int | None, bool]:
+def true_count(
+    shape: BatchShape | None, rows: set[int], given: bool, weight: int | None = None, items: int | None = None
+) -> tuple[int | None, bool]:
     """``(samples of the step or None, unknown)`` by the module docstring's rule.
 
-    ``rows`` are the first dimensions of the step's metric updates; ``given`` says whether Lightning's weight
-    was the user's ``batch_size=``. ``unknown`` is true when the batch disagrees with itself and nothing
-    tells which of its sizes counts samples.
+    ``rows`` are the first dimensions of the step's metric updates; ``given`` says whether Lightning's
+    ``weight`` was the user's ``batch_size=``; ``items`` is how many dataset items the loader's batch sampler
+    put in the batch. ``unknown`` is true when the batch disagrees with itself and nothing tells which of
+    its sizes counts samples.
     """
     if shape is None or not shape.sizes:
         return None, False  # nothing at batch grain to compare with
     granular = {r for r in rows if r in shape.sizes}
     metric = next(iter(granular)) if len(granular) == 1 else None
-    if given or metric is not None:
+    if given:  # the user's own count: trusted when the batch has it, else only a metric's rows outweigh it
+        return (None if weight in shape.sizes else metric), False
+    if items is not None and items in shape.sizes:
+        return items, False
+    if metric is not None:
         return metric, False
     if not shape.ambiguous:
         return None, False  # Lightning's guess is the batch's only size

@@ -73,6 +73,16 @@ class _Plan:
     batch_size: int = 0
     drop_last: bool = False  # the DataLoader's (batch-level) drop_last
     reason: str | None = None  # padded, but the repeats cannot be located
+    # items per batch, for any loader with a plain BatchSampler over a sampler of known length
+    items_total: int = 0
+    items_batch: int = 0
+
+    def items(self, batch_idx: int) -> int | None:
+        """How many dataset items the batch sampler put in batch ``batch_idx`` (None where unknown)."""
+        if not self.items_batch:
+            return None
+        n = min(self.items_batch, self.items_total - batch_idx * self.items_batch)
+        return n if n > 0 else None
 
     def batch(self, batch_idx: int) -> tuple[int, list[int]]:
         """``(rows of the batch, rows that are repeats)`` for one batch of this rank."""
@@ -93,7 +103,17 @@ def _length(obj: Any) -> int | None:
 
 
 def plan_of(loader: Any) -> _Plan:
-    """The padding plan of one dataloader, read from its sampler (never guessed)."""
+    """The plan of one dataloader, read from its samplers (never guessed): items per batch, and padding."""
+    plan = _padding_plan(loader)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if type(batch_sampler) is BatchSampler and batch_sampler.batch_size:
+        total = _length(batch_sampler.sampler)
+        if total is not None:
+            plan = dataclasses.replace(plan, items_total=total, items_batch=int(batch_sampler.batch_size))
+    return plan
+
+
+def _padding_plan(loader: Any) -> _Plan:
     dataset_size = _length(getattr(loader, "dataset", None))
     batch_sampler = getattr(loader, "batch_sampler", None)
     sampler = getattr(batch_sampler, "sampler", None)
@@ -204,6 +224,7 @@ class _Step:
     rows: set[int] = field(default_factory=set)  # first-dimension lengths of this step's metric updates
     pending: list[tuple[str, Any, int, bool]] = field(default_factory=list)  # (key, value, weight, weight given)
     shape: BatchShape | None = None  # the batch's first dimensions, read at the step's first logged value
+    items: int | None = None  # dataset items in the batch, by the loader's batch sampler
     batch_rows: int = 0  # rows of the batch according to the sampler plan
     repeats: list[int] = field(default_factory=list)  # rows of the batch that are repeats
     recorded: dict[int, _Recorded] = field(default_factory=dict)
@@ -362,6 +383,7 @@ class SampleAccountant:
                 plan = window.plans[dataloader_idx]
                 step.reason = plan.reason
                 step.batch_rows, step.repeats = plan.batch(batch_idx)
+                step.items = plan.items(batch_idx)
                 if step.repeats:
                     for metric, tap, _ in self.watched.values():
                         step.recorded[id(metric)] = _Recorded(_snapshot(metric, tap), metric._update_count)
@@ -436,7 +458,7 @@ class SampleAccountant:
             account = window.keys[storage_key]
             true_rows = weight
             if account.reduce == "mean":  # the weight matters for means only (_batch_rows.py)
-                evidence, unknown = true_count(step.shape, step.rows, given)
+                evidence, unknown = true_count(step.shape, step.rows, given, weight, step.items)
                 if evidence is not None and evidence != weight:
                     account.disagree += 1
                     if account.example is None:
