@@ -13,12 +13,14 @@ or Lightning's reduction:
 * **True rows per step.** Every tapped metric's ``update`` is wrapped on its instance (torchmetrics
   already made ``update`` an instance attribute at construction; the original is put back on
   teardown). The wrapper records only the length of the first tensor argument (a shape: no device
-  sync). The row counts seen in one step are the evidence of how many samples that step had.
+  sync). Those row counts, the batch's own first dimensions and the loader's items per batch are the
+  evidence of how many samples that step had; :mod:`~lmlogger.runtime._batch_rows` decides which of them
+  count (only evidence at the grain of samples: per-token or per-pixel rows are not samples).
 
 Per step, the accountant keeps the logged tensor values of the step (one entry per ``self.log``)
 until the step ends, then feeds a second, corrected :class:`~lmlogger.runtime._ledger.TensorLedger` per key:
-weighted by the step's true rows where the metric updates agree on one row count, and without the
-steps whose rows are all repeats. Memory is bounded by keys (ledgers fold every 256 values).
+weighted by the step's true count where the evidence gives one, and without the steps whose rows are
+all repeats. Memory is bounded by keys (ledgers fold every 256 values).
 
 For metric states, the one batch per rank that holds repeats is replayed: at its start the state
 is snapshot, the ``update`` calls of the step are recorded, and at epoch end a private copy of the
