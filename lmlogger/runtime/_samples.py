@@ -283,7 +283,9 @@ class _Extreme:
         value = args[0] if args else kwargs.get("value")
         if value is None:
             return
-        v = torch.as_tensor(value).detach().reshape(-1).to(torch.float64)
+        v = torch.as_tensor(value).detach().reshape(-1)
+        dtype = getattr(self.metric, "dtype", None)  # the metric casts its inputs to its own dtype first
+        v = (v.to(dtype) if isinstance(dtype, torch.dtype) and dtype.is_floating_point else v).to(torch.float64)
         if not v.numel():
             return
         strategy = getattr(self.metric, "nan_strategy", "error")
@@ -304,7 +306,16 @@ class _Extreme:
             return None, "the metric held values from before lmlogger met it"
         if self.value is None:
             return None, "the metric received no values since its last reset"
-        return float(self.value), None
+        value = float(self.value)
+        live = getattr(self.metric, "max_value" if self.is_max else "min_value", None)
+        if isinstance(live, Tensor) and live.numel() == 1:
+            held = float(live.detach().double().cpu())
+            if (held > value) if self.is_max else (held < value):  # a value no update() call gave it
+                return None, (
+                    f"the metric holds {held:.6g}, a value none of its update() calls since its last reset gave it "
+                    "(a state restored from a checkpoint?)"
+                )
+        return value, None
 
 
 # ---------------------------------------------------------------------------------------------
