@@ -60,8 +60,10 @@ class Opaque:
 
 
 # The globals built as what they name; the value is the kind of constructor.
-_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes")
-_BUILTINS += ("bytearray",)
+_BUILTINS = (
+    *("dict", "list", "tuple", "set", "frozenset"),
+    *("int", "float", "complex", "bool", "str", "bytes", "bytearray"),
+)
 _CONSTRUCTORS = {
     **{f"{module}.{name}": name for module in ("builtins", "__builtin__") for name in _BUILTINS},
     "collections.OrderedDict": "dict",
