@@ -25,7 +25,7 @@ from lmlogger.audit._model import EpochReport, KeyReport, RunReport
 from lmlogger.audit._sidecar import AuditInputError
 from lmlogger.audit._unpickle import MAX_NESTING, Opaque, UnpickleError, loads, to_plain
 from lmlogger.records._records import worst
-from lmlogger.records._replay import Decision, Point
+from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, Point
 
 #: data.pkl holds metadata only (tensors live in data/): one that is larger, compressed or not, is refused
 #: (bytes read and bytes decompressed; the reader reads no other member).
@@ -174,10 +174,26 @@ def _point(data: Any) -> Point | None:
     return Point(_int(data.get("epoch")) or 0, _int(data.get("step")), value if value is not None else math.nan)
 
 
+_KINDS = (CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER)
+
+
+def _finite(value: Any) -> Any:
+    """A plain tree with NaN and infinities written as strings (``"nan"``, ``"inf"``), as JSON output needs."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _decision(data: Any) -> Decision:
     if not isinstance(data, dict):
         raise ValueError("a decision is not an object")
     kind = _text(data.get("kind")) or "checkpoint"
+    if kind not in _KINDS:
+        raise ValueError(f"unknown decision kind {kind!r:.60}")
 
     def outcome(raw: Any) -> Any:
         if kind == "lr_scheduler":
@@ -186,7 +202,7 @@ def _decision(data: Any) -> Decision:
         return _point(raw)
 
     agree = data.get("agree")
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    config = _finite(data.get("config")) if isinstance(data.get("config"), dict) else {}
     return Decision(
         callback=_text(data.get("callback")) or "?",
         kind=kind,
@@ -203,7 +219,7 @@ def _decision(data: Any) -> Decision:
         unverified_reads=_int(data.get("unverified_reads")) or 0,
         kept_by_logged=[_point(p) for p in data.get("kept_by_logged") or []],
         kept_by_reference=[_point(p) for p in data.get("kept_by_reference") or []],
-        observed=data.get("observed") if isinstance(data.get("observed"), dict) else None,
+        observed=_finite(data.get("observed")) if isinstance(data.get("observed"), dict) else None,
     )
 
 
