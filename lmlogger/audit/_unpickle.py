@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import struct
+from types import MappingProxyType
 from typing import Any
 
 #: Values built (objects and references pushed), in all: a real ``data.pkl`` holds a few hundred thousand.
@@ -64,11 +65,13 @@ _BUILTINS = (
     *("dict", "list", "tuple", "set", "frozenset"),
     *("int", "float", "complex", "bool", "str", "bytes", "bytearray"),
 )
-_CONSTRUCTORS = {
-    **{f"{module}.{name}": name for module in ("builtins", "__builtin__") for name in _BUILTINS},
-    "collections.OrderedDict": "dict",
-    "_codecs.encode": "encode",
-}
+_CONSTRUCTORS = MappingProxyType(
+    {
+        **{f"{module}.{name}": name for module in ("builtins", "__builtin__") for name in _BUILTINS},
+        "collections.OrderedDict": "dict",
+        "_codecs.encode": "encode",
+    }
+)
 _NUMBERS = (int, float, bool)
 
 
