@@ -158,10 +158,25 @@ def shared_references(tmp):  # 40 levels of [x, x]: 2**40 values once expanded f
     return ckpt(tmp / "x.ckpt", pickle.dumps({"lmlogger": entry}, protocol=2))
 
 
-def colliding_keys(tmp):  # 50,000 int keys whose hashes are all 0: a quadratic dict for pickle
-    entry = good_entry()
-    entry["keys"] = {i * P61: {} for i in range(1, 50_001)}
-    return ckpt(tmp / "x.ckpt", pickle.dumps({"lmlogger": entry}, protocol=2))
+def _text(value):
+    data = value.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def colliding_keys(tmp):
+    """50,000 int keys whose hashes are all 0 (a quadratic dict for pickle), written as opcodes: building
+    that dict here to pickle it would be quadratic too."""
+    keys = b""
+    for i in range(1, 50_001):
+        key = i * P61
+        keys += (
+            b"\x8a"
+            + bytes([(key.bit_length() + 8) // 8])
+            + key.to_bytes((key.bit_length() + 8) // 8, "little", signed=True)
+        )
+        keys += b"}"
+    entry = b"}(" + _text("keys") + b"}(" + keys + b"u" + b"u"  # entry = {"keys": {k: {}, ...}}
+    return ckpt(tmp / "x.ckpt", b"\x80\x02}" + _text("lmlogger") + entry + b"s.")
 
 
 CASES = [

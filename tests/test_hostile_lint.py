@@ -124,10 +124,12 @@ def test_fifo_device_symlink_loop_and_huge_file_are_skipped_and_named(project):
     with open(src / "huge.py", "wb") as fh:
         fh.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
     os.symlink("self.py", project / "self.py")
-    proc, peak = lint_cli(project, "src", "self.py")
+    os.mkfifo(project / "named.py")  # given by name
+    proc, peak = lint_cli(project, "src", "self.py", "named.py")
     assert proc.returncode == 2
     errors = sorted(proc.stderr.splitlines())
     assert errors == [
+        "lmlogger: error: named.py: skipped: not a regular file (it is a FIFO)",
         "lmlogger: error: self.py: a symlink loop",
         "lmlogger: error: src/fifo.py: skipped: not a regular file (it is a FIFO)",
         "lmlogger: error: src/huge.py: skipped: larger than the limit of 8,388,608 bytes (MAX_FILE_BYTES)",

@@ -39,7 +39,7 @@ def python_files(paths: Iterable[str], settings: Settings, errors: list[InputErr
                     for name in sorted(files)
                     if name.endswith((".py", ".pyi")) and not settings.excluded(Path(folder, name), path)
                 )
-        elif path.is_file():
+        elif path.exists():  # a FIFO or a device given by name: read_source names what it is
             if not settings.excluded(path):
                 found.append(path)
         else:
