@@ -30,9 +30,10 @@ from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, D
 #: data.pkl holds metadata only (tensors live in data/): one that is larger, compressed or not, is refused
 #: (bytes read and bytes decompressed; the reader reads no other member).
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
-#: The archive's table of contents: its size and its number of members (one per tensor storage, and a few).
-MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
-MAX_MEMBERS = 1_000_000
+#: The archive's table of contents: its size and its number of members (one per tensor storage, and a few),
+#: checked before ``zipfile`` builds an object per member.
+MAX_DIRECTORY_BYTES = 16 * 1024 * 1024
+MAX_MEMBERS = 200_000
 #: Values of the ``lmlogger`` entry once shared references are expanded (what ``--format json`` prints).
 MAX_EXPANDED_VALUES = 1_000_000
 _ZIP_MAGIC = b"PK\x03\x04"
