@@ -44,7 +44,9 @@ def audit(
         ``exit_code`` is then 2) and the others are audited.
 
     Raises:
-        AuditInputError: the source does not exist, holds no lmlogger run, or its one sidecar is corrupt.
+        AuditInputError: the source does not exist, holds no lmlogger run, its one sidecar is corrupt, or a
+            checkpoint is malformed or over one of the reader's limits (docs/audit.md). Nothing else is
+            raised for a bad checkpoint.
     """
     source = os.fspath(source)
     if source.startswith("runs:/"):

@@ -1,120 +1,112 @@
 """Auditing a checkpoint file (``.ckpt``): its ``checkpoint["lmlogger"]`` entry, read without torch.
 
 A torch checkpoint is a zip archive whose ``<name>/data.pkl`` pickles the checkpoint dict; tensors in it
-are persistent references to storages in ``<name>/data/``. This reader unpickles ``data.pkl`` with a
-restricted :class:`pickle.Unpickler`: only plain builtins (``dict``, ``list``, ``str``, numbers, ...) and
-``collections.OrderedDict`` are built; every other global (torch's tensor rebuild functions, a class
-from the training code, ``os.system`` in a hostile file) becomes an inert :class:`Opaque` stand-in that is
-never imported nor called, and storages are never read. So the audit needs no torch, and a checkpoint
-cannot run code in the auditor.
+are persistent references to storages in ``<name>/data/``. This reader unpickles ``data.pkl`` with its own
+restricted pickle machine (:mod:`lmlogger.audit._unpickle`): only plain builtins are built, every other
+global (torch's tensor rebuild functions, a class from the training code, ``os.system`` in a hostile file)
+is an inert :class:`Opaque` token that is never imported nor called, and storages are never read. So the
+audit needs no torch, and a checkpoint cannot run code in the auditor nor change its state.
+
+A checkpoint is untrusted input, and every cost of reading it is capped (``MAX_*`` here and in
+``_unpickle``; docs/audit.md lists them): a file over a limit, or malformed, is one
+:class:`AuditInputError` naming it (exit 2).
 """
 
 from __future__ import annotations
 
-import collections
 import io
 import math
-import pickle
+import os
+import struct
 import zipfile
 from typing import Any
 
 from lmlogger.audit._model import EpochReport, KeyReport, RunReport
 from lmlogger.audit._sidecar import AuditInputError
+from lmlogger.audit._unpickle import MAX_NESTING, Opaque, UnpickleError, loads, to_plain
 from lmlogger.records._records import worst
-from lmlogger.records._replay import Decision, Point
+from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, Point
 
-#: data.pkl holds metadata only (tensors live in data/): a larger one is refused rather than read.
-MAX_PICKLE_BYTES = 256 * 1024 * 1024
+#: data.pkl holds metadata only (tensors live in data/): one that is larger, compressed or not, is refused
+#: (bytes read and bytes decompressed; the reader reads no other member).
+MAX_PICKLE_BYTES = 64 * 1024 * 1024
+#: The archive's table of contents: its size and its number of members (one per tensor storage, and a few),
+#: checked before ``zipfile`` builds an object per member.
+MAX_DIRECTORY_BYTES = 16 * 1024 * 1024
+MAX_MEMBERS = 200_000
+#: Values of the ``lmlogger`` entry once shared references are expanded (what ``--format json`` prints).
+MAX_EXPANDED_VALUES = 1_000_000
 _ZIP_MAGIC = b"PK\x03\x04"
+_CHUNK = 1 << 20
+
+__all__ = ["MAX_EXPANDED_VALUES", "MAX_PICKLE_BYTES", "Opaque", "audit_checkpoint", "read_checkpoint"]
 
 
-class Opaque:
-    """Stands for an object of a class the reader does not load (a tensor, a torch or user type): inert."""
-
-    __slots__ = ()
-    qualname = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
-        return object.__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return f"<{self.qualname}>"
-
-
-_SAFE: dict[tuple[str, str], Any] = dict(
-    {
-        ("builtins", "dict"): dict,
-        ("builtins", "list"): list,
-        ("builtins", "tuple"): tuple,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("builtins", "int"): int,
-        ("builtins", "float"): float,
-        ("builtins", "complex"): complex,
-        ("builtins", "str"): str,
-        ("builtins", "bytes"): bytes,
-        ("builtins", "bytearray"): bytearray,
-        ("builtins", "bool"): bool,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("__builtin__", "dict"): dict,
-        ("__builtin__", "list"): list,
-        ("__builtin__", "set"): set,
-    }
-)
+def _directory(path: str, fh: Any) -> None:
+    """Refuse an archive whose table of contents claims more than the limits, before ``zipfile`` reads it."""
+    size = fh.seek(0, io.SEEK_END)
+    tail_size = min(size, 22 + 65535)
+    fh.seek(size - tail_size)
+    tail = fh.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise AuditInputError(f"{path}: corrupt checkpoint archive (no end of central directory)")
+    _, _, _, _, members, directory, _, _ = struct.unpack("<4s4H2LH", tail[at : at + 22])
+    if members == 0xFFFF or directory == 0xFFFFFFFF:  # zip64: the real numbers are in the zip64 record
+        locator = tail.rfind(b"PK\x06\x07", 0, at)
+        if locator >= 0 and len(tail) - locator >= 20:
+            offset = struct.unpack("<Q", tail[locator + 8 : locator + 16])[0]
+            if offset + 56 <= size:
+                fh.seek(offset)
+                record = fh.read(56)
+                if record[:4] == b"PK\x06\x06":
+                    members, directory = struct.unpack("<QQ", record[32:48])
+    if members > MAX_MEMBERS:
+        raise AuditInputError(
+            f"{path}: the archive claims {members:,} members, over the reader's limit of {MAX_MEMBERS:,} (MAX_MEMBERS)"
+        )
+    if directory > MAX_DIRECTORY_BYTES:
+        raise AuditInputError(
+            f"{path}: the archive's directory claims {directory:,} bytes, over the reader's limit of "
+            f"{MAX_DIRECTORY_BYTES:,} (MAX_DIRECTORY_BYTES)"
+        )
 
 
-def _encode(text: Any = "", encoding: Any = "latin1", *args: Any) -> Any:
-    """``_codecs.encode`` as protocol-2 pickles use it for bytes: strings only, nothing else."""
-    if isinstance(text, str) and isinstance(encoding, str) and encoding in ("latin1", "latin-1"):
-        return text.encode("latin1")
-    return Opaque()
+def _member(path: str, archive: zipfile.ZipFile, name: str) -> bytes:
+    """``name``'s bytes, read through a bounded stream: never more than ``MAX_PICKLE_BYTES`` decompressed."""
+    info = archive.getinfo(name)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise AuditInputError(
+            f"{path}: {name} uses zip compression method {info.compress_type}; torch writes it stored"
+        )
+    limit = f"over the reader's limit of {MAX_PICKLE_BYTES:,} bytes (MAX_PICKLE_BYTES)"
+    if info.file_size > MAX_PICKLE_BYTES:
+        raise AuditInputError(f"{path}: {name} is {info.file_size:,} bytes, {limit}")
+    out = bytearray()
+    with archive.open(info) as stream:
+        while True:
+            chunk = stream.read(min(_CHUNK, MAX_PICKLE_BYTES + 1 - len(out)))
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > MAX_PICKLE_BYTES:
+                raise AuditInputError(f"{path}: {name} decompresses to more than {MAX_PICKLE_BYTES:,} bytes, {limit}")
+    return bytes(out)
 
 
-class _Unpickler(pickle.Unpickler):
-    """Builds plain builtins only; see module docstring."""
+def read_checkpoint(path: str) -> dict[Any, Any]:
+    """The checkpoint dict of a torch zip checkpoint, with every non-plain object an :class:`Opaque`.
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(io.BytesIO(data))
-        self._stubs: dict[str, type] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        safe = _SAFE.get((module, name))
-        if safe is not None:
-            return safe
-        if (module, name) == ("_codecs", "encode"):
-            return _encode
-        qualname = f"{module}.{name}"
-        stub = self._stubs.get(qualname)
-        if stub is None:
-            stub = self._stubs[qualname] = type("Opaque", (Opaque,), {"__slots__": (), "qualname": qualname})
-        return stub
-
-    def persistent_load(self, pid: Any) -> Any:
-        return Opaque()
-
-
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """The checkpoint dict of a torch zip checkpoint, with every non-plain object an :class:`Opaque`."""
+    Raises:
+        AuditInputError: not a readable zip checkpoint, malformed, or over a limit (one line naming it).
+    """
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
+            if magic == _ZIP_MAGIC:
+                _directory(path, fh)
     except OSError as err:
-        raise AuditInputError(f"{path}: cannot read the checkpoint ({err.strerror})") from None
+        raise AuditInputError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
     if magic != _ZIP_MAGIC:
         if magic[:2] == b"\x80\x02" or magic[:1] == b"\x80":
             raise AuditInputError(
@@ -127,21 +119,25 @@ def read_checkpoint(path: str) -> dict[str, Any]:
             names = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if not names:
                 raise AuditInputError(f"{path}: not a torch checkpoint (no <name>/data.pkl in the archive)")
-            info = archive.getinfo(names[0])
-            if info.file_size > MAX_PICKLE_BYTES:
-                raise AuditInputError(f"{path}: {names[0]} is {info.file_size} bytes; too large for a checkpoint")
-            data = archive.read(names[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as err:
-        raise AuditInputError(f"{path}: corrupt checkpoint archive ({err})") from None
+            data = _member(path, archive, names[0])
+    except AuditInputError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError) as err:
+        raise AuditInputError(f"{path}: corrupt checkpoint archive ({_line(err)})") from None
+    except (NotImplementedError, struct.error, UnicodeError, MemoryError, OverflowError) as err:
+        raise AuditInputError(f"{path}: corrupt checkpoint archive ({type(err).__name__}: {_line(err)})") from None
     try:
-        checkpoint = _Unpickler(data).load()
-    except RecursionError:
-        raise AuditInputError(f"{path}: corrupt checkpoint (data.pkl nests too deeply)") from None
-    except Exception as err:  # any malformed pickle: one line, exit 2
-        raise AuditInputError(f"{path}: corrupt checkpoint (data.pkl: {type(err).__name__}: {err})") from None
+        checkpoint = loads(data)
+    except UnpickleError as err:
+        raise AuditInputError(f"{path}: corrupt checkpoint ({err})") from None
     if not isinstance(checkpoint, dict):
         raise AuditInputError(f"{path}: not a Lightning checkpoint (it holds a {type(checkpoint).__name__})")
     return checkpoint
+
+
+def _line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
 
 
 def _number(value: Any) -> float | None:
@@ -179,10 +175,26 @@ def _point(data: Any) -> Point | None:
     return Point(_int(data.get("epoch")) or 0, _int(data.get("step")), value if value is not None else math.nan)
 
 
+_KINDS = (CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER)
+
+
+def _finite(value: Any) -> Any:
+    """A plain tree with NaN and infinities written as strings (``"nan"``, ``"inf"``), as JSON output needs."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _decision(data: Any) -> Decision:
     if not isinstance(data, dict):
         raise ValueError("a decision is not an object")
     kind = _text(data.get("kind")) or "checkpoint"
+    if kind not in _KINDS:
+        raise ValueError(f"unknown decision kind {kind!r:.60}")
 
     def outcome(raw: Any) -> Any:
         if kind == "lr_scheduler":
@@ -191,7 +203,7 @@ def _decision(data: Any) -> Decision:
         return _point(raw)
 
     agree = data.get("agree")
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    config = _finite(data.get("config")) if isinstance(data.get("config"), dict) else {}
     return Decision(
         callback=_text(data.get("callback")) or "?",
         kind=kind,
@@ -208,13 +220,14 @@ def _decision(data: Any) -> Decision:
         unverified_reads=_int(data.get("unverified_reads")) or 0,
         kept_by_logged=[_point(p) for p in data.get("kept_by_logged") or []],
         kept_by_reference=[_point(p) for p in data.get("kept_by_reference") or []],
-        observed=data.get("observed") if isinstance(data.get("observed"), dict) else None,
+        observed=_finite(data.get("observed")) if isinstance(data.get("observed"), dict) else None,
     )
 
 
 def audit_checkpoint(path: str) -> RunReport:
     """The report of a checkpoint saved during a verified run: each key's last closed epoch, the decisions up
     to the save, and the monitored keys' verdicts (a mismatch makes the audit exit 1)."""
+    path = os.fspath(path)
     checkpoint = read_checkpoint(path)
     entry = checkpoint.get("lmlogger")
     if entry is None:
@@ -223,9 +236,12 @@ def audit_checkpoint(path: str) -> RunReport:
             "was it saved during a run with VerifiedLogger?"
         )
     try:
+        entry = to_plain(entry, MAX_EXPANDED_VALUES, MAX_NESTING, "the lmlogger entry")
         return _report(path, entry)
-    except (ValueError, TypeError, AttributeError) as err:
-        raise AuditInputError(f"{path}: corrupt lmlogger entry in the checkpoint ({err})") from None
+    except AuditInputError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, RecursionError) as err:
+        raise AuditInputError(f"{path}: corrupt lmlogger entry in the checkpoint ({_line(err)})") from None
 
 
 def _report(path: str, entry: Any) -> RunReport:

@@ -13,9 +13,10 @@ findings, the fix, the reason and every epoch.
 from __future__ import annotations
 
 import math
-from html import escape
+from html import escape as _html_escape
 from typing import Any
 
+from lmlogger.audit._escape import terminal
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
 from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
 from lmlogger.records._records import FINDINGS
@@ -392,6 +393,12 @@ def _series(values: list[float | None], x: Any, y: Any, colour: str, dash: str, 
 
 
 # -- small pieces ---------------------------------------------------------------------------------
+def escape(text: object) -> str:
+    """``text`` for the page: controls, bidi overrides, zero-width characters and lone surrogates shown as
+    escapes (``\\u202e``, as the terminal shows them), then HTML-escaped."""
+    return _html_escape(terminal(text))
+
+
 def _worst(key: KeyReport) -> EpochReport | None:
     """The epoch behind the key's verdict: the report's own ``KeyReport.worst_epoch()`` where the model has it,
     the same rule from ``lmlogger.records._gap`` otherwise."""

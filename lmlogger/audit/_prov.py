@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from lmlogger.audit._escape import terminal
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
 from lmlogger.audit._sidecar import AuditInputError
 
@@ -27,6 +28,17 @@ VOCABULARY = "urn:lmlogger:prov#"
 #: Namespace of the software agents.
 SOFTWARE = "urn:lmlogger:software:"
 _METRIC_KINDS = ("metric_object", "metric_compute", "metric_forward")
+
+
+def _quote(text: str) -> str:
+    """``text`` percent-encoded for an identifier: one identifier per string, lone surrogates included."""
+    return quote(text, safe="", errors="surrogatepass")
+
+
+def _text(value: Any) -> Any:
+    """A string read from a run, with controls, bidi overrides and surrogates shown as escapes (as in the
+    table): the document is printed to a terminal, and JSON does not carry a lone surrogate."""
+    return terminal(value) if isinstance(value, str) else value
 
 
 def _import_prov() -> Any:
@@ -66,7 +78,7 @@ def to_prov_document(report: AuditReport) -> Any:
     lml = doc.add_namespace("lml", VOCABULARY)
     software = doc.add_namespace("sw", SOFTWARE)
     for index, run in enumerate(report.runs, start=1):
-        ns = doc.add_namespace(f"run{index}", f"urn:lmlogger:run:{quote(run.source, safe='')}#")
+        ns = doc.add_namespace(f"run{index}", f"urn:lmlogger:run:{_quote(run.source)}#")
         _RunWriter(model, doc, lml, software, ns, run).write()
     return doc
 
@@ -84,7 +96,7 @@ class _RunWriter:
         self.lmlogger = self._agent(software, "lmlogger", run.versions.get("lmlogger", "unknown"))
 
     def _agent(self, software: Any, name: str, version: str) -> Any:
-        identifier = software[f"{name}-{quote(version, safe='')}"]
+        identifier = software[f"{name}-{_quote(version)}"]
         found = self.doc.get_record(identifier)
         if found:
             return found[0]
@@ -92,17 +104,17 @@ class _RunWriter:
             identifier,
             {
                 self.model.PROV_TYPE: self.model.PROV["SoftwareAgent"],
-                self.model.PROV_LABEL: f"{name} {version}",
-                self.lml["version"]: version,
+                self.model.PROV_LABEL: _text(f"{name} {version}"),
+                self.lml["version"]: _text(version),
             },
         )
 
     def _attrs(self, type_: str, label: str, **values: Any) -> dict[Any, Any]:
-        attrs: dict[Any, Any] = {self.model.PROV_TYPE: self.lml[type_], self.model.PROV_LABEL: label}
+        attrs: dict[Any, Any] = {self.model.PROV_TYPE: self.lml[type_], self.model.PROV_LABEL: _text(label)}
         for name, value in values.items():
             if value is None or value == "":
                 continue  # PROV has no null: an absent attribute
-            attrs[self.model.PROV_VALUE if name == "value" else self.lml[name]] = value
+            attrs[self.model.PROV_VALUE if name == "value" else self.lml[name]] = _text(value)
         return attrs
 
     def write(self) -> None:
@@ -132,7 +144,7 @@ class _RunWriter:
             self._key(key)
 
     def _key(self, key: KeyReport) -> None:
-        qkey = quote(key.key, safe="")
+        qkey = _quote(key.key)
         series = self.doc.entity(
             self.ns[f"key.{qkey}"],
             self._attrs(

@@ -54,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``lmlogger lint`` with parsed arguments; print the report; return the exit code.
 
-    Exit codes: 0 nothing found, 1 findings, 2 bad input (a path that is missing or does not parse, a bad
-    setting); the other paths are still checked and reported before a 2.
+    Exit codes: 0 nothing found, 1 findings, 2 bad input (a path that is missing, unreadable, not a regular
+    file or does not parse, a bad ``pyproject.toml`` setting); the other paths are still checked, with the
+    other settings, and reported before a 2. A bad ``--select``/``--ignore`` is exit 2 before any check.
     """
     from lmlogger.audit._escape import terminal
     from lmlogger.lint import _output
@@ -63,10 +64,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         select = codes(args.select, "--select") if args.select is not None else None
         ignore = codes(args.ignore, "--ignore") if args.ignore is not None else None
-        result = lint(args.paths, select, ignore)
     except ConfigError as err:
         print(f"lmlogger: error: {terminal(err)}", file=sys.stderr)
         return 2
+    problems: list[str] = []  # a bad pyproject setting is named and left out; the check goes on (exit 2)
+    settings = load(Path(args.paths[0]), problems)
+    if select is not None:
+        settings.select = select
+    if ignore is not None:
+        settings.ignore = ignore
+    result = check(args.paths, settings)
+    for problem in problems:
+        print(f"lmlogger: error: {terminal(problem)}", file=sys.stderr)
     for error in result.errors:  # paths and parser messages come from untrusted trees
         print(f"lmlogger: error: {terminal(error)}", file=sys.stderr)
     if args.format == "json":
@@ -79,4 +88,4 @@ def main(args: argparse.Namespace) -> int:
         report = "\n".join(terminal(line) for line in _output.text(result).splitlines())
     if report:
         print(report)
-    return result.exit_code
+    return 2 if problems else result.exit_code

@@ -53,8 +53,8 @@ class Settings:
         below = path.relative_to(base).parts if base is not None else path.parts[-1:]
         if any(part in DEFAULT_EXCLUDE for part in below):
             return True
-        try:
-            relative = path.resolve().relative_to(self.root.resolve()).as_posix()
+        try:  # realpath, not resolve(): a symlink loop is a path like any other here (read_source names it)
+            relative = Path(os.path.realpath(path)).relative_to(os.path.realpath(self.root)).as_posix()
         except ValueError:
             relative = path.as_posix()
         for pattern in self.exclude:
@@ -73,7 +73,7 @@ def codes(value: object, where: str) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         items = [item.strip() for item in value]
     else:
-        raise ConfigError(f"{where}: expected a list of finding codes, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of finding codes, got {_shown(value)}")
     if "ALL" in items:
         return CODES
     unknown = [item for item in items if item not in CODES]
@@ -82,9 +82,18 @@ def codes(value: object, where: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _shown(value: object) -> str:
+    """A setting's value in a message: its type and the start of its repr (a setting can be huge or deep)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = "..."
+    return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
 def find_pyproject(start: Path) -> Path | None:
     """The nearest ``pyproject.toml`` at or above ``start``."""
-    current = start.resolve()
+    current = Path(os.path.realpath(start))
     if current.is_file():
         current = current.parent
     for folder in (current, *current.parents):
@@ -94,41 +103,81 @@ def find_pyproject(start: Path) -> Path | None:
     return None
 
 
-def load(start: Path) -> Settings:
-    """Settings from the ``[tool.lmlogger.lint]`` table of the nearest ``pyproject.toml`` (defaults if none)."""
+def load(start: Path, problems: list[str] | None = None) -> Settings:
+    """Settings from the ``[tool.lmlogger.lint]`` table of the nearest ``pyproject.toml`` (defaults if none).
+
+    Args:
+        start: the first path checked; the nearest ``pyproject.toml`` at or above it is read.
+        problems: where given, a file that cannot be read or a bad setting is appended here (one line naming
+            it) and left out, and the other settings apply; else it raises.
+
+    Raises:
+        ConfigError: a file that cannot be read or a bad setting, when ``problems`` is None.
+    """
     pyproject = find_pyproject(start)
     if pyproject is None:
         return Settings()
+    settings = Settings(root=pyproject.parent)
+    try:
+        table = _table(pyproject)
+    except ConfigError as err:
+        if problems is None:
+            raise
+        problems.append(str(err))
+        return settings
+    where = f"{pyproject} [tool.lmlogger.lint]"
+
+    def exclude(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where} exclude: expected a list of glob patterns, got {_shown(value)}")
+        return tuple(value)
+
+    parsers = {
+        "select": lambda value: codes(value, f"{where} select"),
+        "ignore": lambda value: codes(value, f"{where} ignore"),
+        "exclude": exclude,
+    }
+    for name in sorted(table, key=str):
+        try:
+            if name not in parsers:
+                raise ConfigError(f"{where}: unknown setting {name!r} (known: select, ignore, exclude)")
+            setattr(settings, name, parsers[name](table[name]))
+        except ConfigError as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
+    return settings
+
+
+def _table(pyproject: Path) -> dict[str, object]:
+    """The ``[tool.lmlogger.lint]`` table of ``pyproject`` (empty if it has none)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         try:
             import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
-            return Settings(root=pyproject.parent)
+            return {}
+    from lmlogger.lint._check import read_source
+
     try:
-        with open(pyproject, "rb") as handle:
-            data = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{pyproject}: cannot read it: {err}") from err
-    table = data.get("tool", {}).get("lmlogger", {}).get("lint", {})
-    where = f"{pyproject} [tool.lmlogger.lint]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    unknown = sorted(set(table) - {"select", "ignore", "exclude"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: select, ignore, exclude)")
-    settings = Settings(root=pyproject.parent)
-    if "select" in table:
-        settings.select = codes(table["select"], f"{where} select")
-    if "ignore" in table:
-        settings.ignore = codes(table["ignore"], f"{where} ignore")
-    if "exclude" in table:
-        exclude = table["exclude"]
-        if not isinstance(exclude, list) or not all(isinstance(item, str) for item in exclude):
-            raise ConfigError(f"{where} exclude: expected a list of glob patterns, got {exclude!r}")
-        settings.exclude = tuple(exclude)
-    return settings
+        data = tomllib.loads(read_source(pyproject).decode("utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{pyproject}: cannot read it: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{pyproject}: cannot read it: not UTF-8 ({err.reason} at byte {err.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{pyproject}: cannot read it: values nested too deeply") from None
+    except ValueError as err:  # TOMLDecodeError is a ValueError; so are read_source's refusals
+        text = str(err).strip().splitlines()
+        raise ConfigError(f"{pyproject}: cannot read it: {text[0] if text else type(err).__name__}") from None
+    table: object = data
+    for level, name in enumerate(("tool", "lmlogger", "lint")):
+        table = table.get(name, {}) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            where = f"{pyproject} [{'.'.join(('tool', 'lmlogger', 'lint')[: level + 1])}]"
+            raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
+    return table
 
 
 def suppressed(lines: list[str], first: int, last: int, code: str) -> bool:

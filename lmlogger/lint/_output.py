@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
+from lmlogger.audit._escape import terminal
 from lmlogger.lint._model import CODES, LintResult
 from lmlogger.records._records import FINDINGS
 
@@ -12,13 +14,24 @@ DOCS = "https://lmlogger.readthedocs.io/en/latest/lint/"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
+def shown_path(path: str) -> str:
+    """``path`` for a line of text output: controls (a newline in a file name) escaped, and ``./`` before a
+    relative path that starts with ``:``, so that no line can start a GitHub Actions command (``::``)."""
+    shown = terminal(path)
+    return f"./{shown}" if shown.startswith(":") else shown
+
+
 def text(result: LintResult) -> str:
-    """``path:line:col: code message``, the fix on the line below, then a summary line."""
+    """``path:line:col: code message``, the fix on the line below, then a summary line.
+
+    Every path, message and fix comes from the checked tree and is escaped (:func:`shown_path`,
+    :func:`~lmlogger.audit._escape.terminal`): each finding is exactly one line (two with its fix), and no
+    line starts with ``::``."""
     out = []
     for f in result.findings:
-        out.append(f"{f.path}:{f.line}:{f.col}: {f.code} {f.message}")
+        out.append(f"{shown_path(f.path)}:{f.line}:{f.col}: {f.code} {terminal(f.message)}")
         if f.fix:
-            out.append(f"    fix: {f.fix}")
+            out.append(f"    fix: {terminal(f.fix)}")
     files = f"{result.files} file{'s' if result.files != 1 else ''}"
     count = len(result.findings)
     bad = len(result.errors)
@@ -39,6 +52,13 @@ def _escape_data(value: str) -> str:
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def artifact_uri(path: str) -> str:
+    """``path`` (forward slashes already) as a SARIF ``artifactLocation.uri``: percent-encoded (RFC 3986; ``/`` kept,
+    so a relative path stays a relative reference resolved against ``uriBaseId``; the bytes of a name that
+    is not UTF-8 encoded as they are)."""
+    return quote(path, safe="/", errors="surrogateescape")
+
+
 def _escape_property(value: str) -> str:
     return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
@@ -47,13 +67,13 @@ def github(result: LintResult) -> str:
     """GitHub Actions workflow commands: one ``::error`` annotation per finding and per unreadable file."""
     out = []
     for f in result.findings:
-        body = f"{f.code} {f.message}" + (f"\nfix: {f.fix}" if f.fix else "")
+        body = f"{f.code} {terminal(f.message)}" + (f"\nfix: {terminal(f.fix)}" if f.fix else "")
         title = _escape_property(f"lmlogger {f.code}")
         props = f"file={_escape_property(f.path)},line={f.line},col={f.col},title={title}"
         out.append(f"::error {props}::{_escape_data(body)}")
     for e in result.errors:
         props = f"file={_escape_property(e.path)}" + (f",line={e.line}" if e.line else "")
-        out.append(f"::error {props},title=lmlogger lint::{_escape_data(e.message)}")
+        out.append(f"::error {props},title=lmlogger lint::{_escape_data(terminal(e.message))}")
     return "\n".join(out)
 
 
@@ -83,7 +103,7 @@ def sarif(result: LintResult, version: str) -> str:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": f.path, "uriBaseId": "%SRCROOT%"},
+                        "artifactLocation": {"uri": artifact_uri(f.path), "uriBaseId": "%SRCROOT%"},
                         "region": {"startLine": f.line, "startColumn": f.col},
                     }
                 }
@@ -100,7 +120,7 @@ def sarif(result: LintResult, version: str) -> str:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": e.path, "uriBaseId": "%SRCROOT%"},
+                        "artifactLocation": {"uri": artifact_uri(e.path), "uriBaseId": "%SRCROOT%"},
                         **({"region": {"startLine": e.line}} if e.line else {}),
                     }
                 }

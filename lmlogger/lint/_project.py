@@ -122,21 +122,50 @@ class Project:
         """Classes of the tree a base name may refer to (by its last component)."""
         return self.by_name.get(dotted.rsplit(".", 1)[-1], [])
 
-    def _derives(self, info: ClassInfo, test, cache: dict[int, bool], seen: frozenset[int] = frozenset()) -> bool:
+    def _derives(self, info: ClassInfo, test, cache: dict[int, bool]) -> bool:
+        """Whether ``info`` or a class of the tree it derives from has a base that passes ``test``.
+
+        Walked with a stack of its own, not by recursion: a chain of a thousand classes is a tree like any
+        other. A cycle (``class A(B)``, ``class B(A)``) derives from nothing more than its members do."""
         key = id(info.node)
         if key in cache:
             return cache[key]
-        if key in seen:
-            return False
-        result = False
-        for base in info.bases():
-            if test(base) or any(
-                self._derives(parent, test, cache, seen | {key}) for parent in self.resolve(base) if parent is not info
-            ):
-                result = True
-                break
-        cache[key] = result
-        return result
+        on_path: set[int] = set()
+        stack: list[tuple[ClassInfo, list[ClassInfo]]] = []
+
+        def enter(current: ClassInfo) -> bool | None:
+            """True/False when known at once, None when its parents must be visited (pushed)."""
+            ident = id(current.node)
+            if ident in cache:
+                return cache[ident]
+            if ident in on_path:
+                return False
+            bases = current.bases()
+            if any(test(base) for base in bases):
+                cache[ident] = True
+                return True
+            parents = [parent for base in bases for parent in self.resolve(base) if parent is not current]
+            on_path.add(ident)
+            stack.append((current, parents[::-1]))
+            return None
+
+        found = enter(info)
+        while stack:
+            current, parents = stack[-1]
+            if found:
+                # a parent derives: so do the classes on the path to it
+                on_path.discard(id(current.node))
+                cache[id(current.node)] = True
+                stack.pop()
+                continue
+            if not parents:
+                on_path.discard(id(current.node))
+                cache[id(current.node)] = False
+                stack.pop()
+                found = False
+                continue
+            found = enter(parents.pop())
+        return cache.get(key, bool(found))
 
     def is_lightning(self, info: ClassInfo) -> bool:
         """A LightningModule subclass, directly or through classes of the tree."""
@@ -150,17 +179,14 @@ class Project:
         """``info`` and the classes of the tree it derives from, nearest first (a simple MRO)."""
         order: list[ClassInfo] = []
         seen: set[int] = set()
-
-        def visit(current: ClassInfo) -> None:
+        stack = [info]  # depth first, without recursion (a chain of a thousand classes)
+        while stack:
+            current = stack.pop()
             if id(current.node) in seen:
-                return
+                continue
             seen.add(id(current.node))
             order.append(current)
-            for base in current.bases():
-                for parent in self.resolve(base):
-                    visit(parent)
-
-        visit(info)
+            stack.extend(reversed([parent for base in current.bases() for parent in self.resolve(base)]))
         return order
 
     def modules(self) -> Iterator[ClassInfo]:
