@@ -26,7 +26,7 @@ from torch.nn import ModuleDict, ModuleList
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.wrappers import MinMaxMetric, Running
 
-from lmlogger.records._derivation import derivation, user_frame
+from lmlogger.records._derivation import call_site, derivation, user_frame
 from lmlogger.records._errors import MismatchError, warn_user
 from lmlogger.records._gap import format_gap, relative_gap
 from lmlogger.records._records import VerificationRecord
@@ -243,6 +243,11 @@ class Session:
                     tap = self._tap(classified.metric, classified.attribute)
                     self._bind(classified.metric, tracker.on_epoch)
                     tracker.attribute = tracker.attribute or tap.attribute
+        if not tracker.call_checked and tracker.step_hook and tracker.on_epoch:
+            tracker.call_checked = True  # once per key: the call as written, so a fix keeps its updates
+            frame = user_frame(_SKIP_FILES)
+            if frame is not None:
+                tracker.call = call_site(frame, tracker.name, self._metric_roots())
         if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
             frame = user_frame(_SKIP_FILES)
@@ -496,6 +501,7 @@ class Session:
                 duplicates=count.duplicates,
                 world_size=world,
                 weights=count.weights,
+                call=tracker.call,
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
