@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmlogger.lint._check import check
-from lmlogger.lint._config import ConfigError, codes, load
+from lmlogger.lint._config import ConfigError, Settings, codes, load
 from lmlogger.lint._model import CODES, Finding, InputError, LintResult
 
 __all__ = ["CODES", "ConfigError", "Finding", "InputError", "LintResult", "lint", "main"]
@@ -35,12 +35,16 @@ def lint(paths: Sequence[str], select: Sequence[str] | None = None, ignore: Sequ
     Raises:
         ConfigError: a code that is not a finding code, or a ``pyproject.toml`` that cannot be read.
     """
+    return check(paths, _settings(paths, select, ignore))
+
+
+def _settings(paths: Sequence[str], select: Sequence[str] | None, ignore: Sequence[str] | None) -> Settings:
     settings = load(Path(paths[0]) if paths else Path.cwd())
     if select is not None:
         settings.select = codes(list(select), "select")
     if ignore is not None:
         settings.ignore = codes(list(ignore), "ignore")
-    return check(paths, settings)
+    return settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
     parser.add_argument("--select", default=None, metavar="CODES", help="comma-separated finding codes to report")
     parser.add_argument("--ignore", default=None, metavar="CODES", help="comma-separated finding codes to skip")
+    parser.add_argument("--fix", action="store_true", help="apply the fixes in place, where they are sure")
+    parser.add_argument("--diff", action="store_true", help="print the changes --fix would make; write nothing")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -63,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         select = codes(args.select, "--select") if args.select is not None else None
         ignore = codes(args.ignore, "--ignore") if args.ignore is not None else None
+        if getattr(args, "fix", False) or getattr(args, "diff", False):
+            return _fix(args, _settings(args.paths, select, ignore))
         result = lint(args.paths, select, ignore)
     except ConfigError as err:
         print(f"lmlogger: error: {terminal(err)}", file=sys.stderr)
@@ -80,3 +88,41 @@ def main(args: argparse.Namespace) -> int:
     if report:
         print(report)
     return result.exit_code
+
+
+def _fix(args: argparse.Namespace, settings: Settings) -> int:
+    """``--fix`` (write) or ``--diff`` (print a unified diff, write nothing), as ruff does.
+
+    Exit codes: ``--fix`` 0 when nothing is left to report, 1 when findings remain; ``--diff`` 1 when it
+    would change a file; 2 bad input.
+    """
+    import difflib
+
+    from lmlogger.audit._escape import terminal
+    from lmlogger.lint import _output
+    from lmlogger.lint._apply import fix_paths
+
+    done = fix_paths(list(args.paths), settings)
+    for error in done.result.errors:
+        print(f"lmlogger: error: {terminal(error)}", file=sys.stderr)
+    if args.diff:
+        for path, (before, after) in sorted(done.changed.items()):
+            lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), path, path)
+            sys.stdout.write("".join(lines))
+        count = len(done.fixed)
+        print(f"Would fix {count} finding{'s' * (count != 1)} in {len(done.changed)} file(s).", file=sys.stderr)
+        return 2 if done.result.errors else (1 if done.changed else 0)
+    for path, (_, after) in sorted(done.changed.items()):
+        Path(path).write_text(after, encoding="utf-8", newline="")
+    report = LintResult(findings=[f for f, _ in done.left], errors=done.result.errors, files=done.result.files)
+    text = _output.text(report)
+    reasons = {(f.path, f.line, f.col, f.code): why for f, why in done.left}
+    for line in text.splitlines():
+        print(terminal(line))
+        head = line.split(" ", 1)[0]
+        for (path, number, col, code), why in reasons.items():
+            if head == f"{path}:{number}:{col}:" and f" {code} " in line:
+                print(f"    not auto-fixable: {terminal(why)}")
+    count = len(done.fixed)
+    print(f"Fixed {count} finding{'s' * (count != 1)} in {len(done.changed)} file(s); {len(done.left)} left.")
+    return report.exit_code

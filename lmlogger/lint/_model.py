@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lmlogger.records._records import FINDINGS
+from lmlogger.records._verify import FixPlan
 
 #: The finding codes the static check can see in source code, in the order the docs present them.
 CODES: tuple[str, ...] = (
@@ -36,10 +37,16 @@ class Finding:
     code: str
     message: str
     fix: str | None = None
+    #: the fix as edits, where ``lmlogger lint --fix`` can apply it (``None``: not auto-fixable)
+    plan: FixPlan | None = field(default=None, compare=False, repr=False)
+    #: where the call of the finding starts: 1-based line and UTF-8 byte column, as ``ast`` has it
+    anchor: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``lmlogger lint --format json``."""
-        return asdict(self)
+        out = asdict(self)
+        del out["plan"], out["anchor"]
+        return out
 
 
 @dataclass(frozen=True, order=True)

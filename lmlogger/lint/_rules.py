@@ -15,7 +15,8 @@ from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
 from lmlogger.lint._project import ClassInfo, Project, SourceFile
 from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, metrics_of
-from lmlogger.records._derivation import _EpochRewriter  # pure (ast only): the runtime's own rewrite
+from lmlogger.records._derivation import CallSite, _EpochRewriter, site_of  # pure (ast only): the runtime's own
+from lmlogger.records._verify import FixPlan
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Raw:
     code: str
     message: str
     fix: str | None
+    plan: FixPlan | None = None  # the fix as edits, where it is mechanical (``lmlogger lint --fix``)
 
 
 class ModuleCheck:
@@ -69,6 +71,7 @@ class ModuleCheck:
         for key, val, expr in log.items:
             attr = val.text
             name = attr if log.as_dict is not None else key
+            call = self._call_site(log, key, source)
             if val.kind in (COMPUTE, FORWARD) and step and on_epoch is True:
                 metrics = metrics_of(val.targets)
                 exact = log.reduce_mean and not any(m.exact is False for m in metrics)
@@ -77,30 +80,39 @@ class ModuleCheck:
                 remove = self._early_resets(val, phase_of(hook))
                 if val.derived:
                     code = "derived-value"
-                    fix = _fixes.derived(name, self._epoch_expression(expr, attr), phase_of(hook))
+                    fix = _fixes.derived(name, self._epoch_expression(expr, attr), phase_of(hook), call)
                 elif val.index is not None:
                     code = "running-value-averaged" if val.kind == COMPUTE else "batch-values-averaged"
                     if code == "batch-values-averaged" and exact:
                         continue
-                    fix = _fixes.element_at_epoch_end(name, attr, val.index, phase_of(hook))
+                    fix = _fixes.element_at_epoch_end(name, attr, val.index, phase_of(hook), call)
                 elif val.kind == COMPUTE:
                     code = "running-value-averaged"
-                    fix = _fixes.log_object(name, attr, False, as_dict=log.as_dict is not None, remove=remove)
+                    as_dict = log.as_dict is not None
+                    fix = _fixes.log_object(name, attr, False, as_dict=as_dict, remove=remove, call=call)
                 else:
                     if exact:
                         continue  # a mean of samples (micro accuracy, MAE): the mean of batch values is exact
                     code = "batch-values-averaged"
-                    fix = _fixes.log_object(name, attr, on_step is True, as_dict=log.as_dict is not None, remove=remove)
-                yield Raw(source, log.node, code, message(code, _subject(name)), fix)
+                    as_dict = log.as_dict is not None
+                    fix = _fixes.log_object(name, attr, on_step is True, as_dict=as_dict, remove=remove, call=call)
+                yield Raw(source, log.node, code, message(code, _subject(name)), fix.text, fix.plan)
             elif val.kind == COMPUTE and not step and not val.derived and resets is not None:
                 carried = [m for m in metrics_of(val.targets) if m.attr not in resets and m.cls not in CARRY_BY_DESIGN]
                 if carried and len(carried) == len(metrics_of(val.targets)):
                     code = "state-carried-over"
                     fix = _fixes.reset_after_logging(_repr_key(name), attr, phase_of(hook))
-                    yield Raw(source, log.node, code, message(code, _subject(name)), fix)
+                    yield Raw(source, log.node, code, message(code, _subject(name)), fix.text, fix.plan)
             elif val.kind == OBJECT and step and on_step is True and self._stale(val, reach):
                 code = "stale-step-value"
-                yield Raw(source, log.node, code, message(code, _subject(name)), _fixes.call_forward(name, attr))
+                yield Raw(source, log.node, code, message(code, _subject(name)), _fixes.call_forward(name, attr).text)
+
+    def _call_site(self, log: LogCall, key: str, source: SourceFile) -> CallSite | None:
+        """The runtime's :class:`CallSite` of this call: the updates its value makes, as written."""
+        literal = key[1:-1] if key.startswith('"') and key.endswith('"') else None
+        if log.node.func.attr == "log_dict" and log.as_dict is None and literal is None:  # type: ignore[attr-defined]
+            return None
+        return site_of(log.node, literal, source.text, set(self.table.attrs))
 
     def _epoch_expression(self, expr: ast.expr | None, attr: str) -> str:
         """The logged expression computed once per epoch: metric calls become ``compute()`` (as the runtime)."""
@@ -177,7 +189,7 @@ class ModuleCheck:
                                 use.node,
                                 code,
                                 message(code, f"self.{attr}") + f" ({hook} takes several dataloaders)",
-                                _fixes.one_instance_per_dataloader(self._key_of(attr), f"self.{attr}"),
+                                _fixes.one_instance_per_dataloader(self._key_of(attr), f"self.{attr}").text,
                             )
         for attr, phases in first.items():
             if "train" in phases and "val" in phases:
@@ -188,7 +200,7 @@ class ModuleCheck:
                     use.node,
                     code,
                     message(code, f"self.{attr}"),
-                    _fixes.one_instance_per_phase(f"self.{attr}"),
+                    _fixes.one_instance_per_phase(f"self.{attr}").text,
                 )
 
 

@@ -69,11 +69,12 @@ def call_site(frame: FrameType, key: str, metric_attributes: set[str]) -> CallSi
     return site_of(call, key, _texts[frame.f_code.co_filename], metric_attributes)
 
 
-def site_of(call: ast.Call, key: str | None, text: str, metric_attributes: set[str]) -> CallSite:
+def site_of(call: ast.Call, key: str | None, text: str, metric_attributes: set[str]) -> CallSite | None:
     """:class:`CallSite` of one parsed ``self.log``/``self.log_dict`` call of the source ``text``.
 
-    ``key``: the key whose value is meant (a ``log_dict`` literal's entry); ``None`` for a ``log`` call.
-    Shared by the runtime (which reads the source of the call it saw) and lint, so both word one fix.
+    ``key``: the key whose value is meant (a ``log_dict`` literal's entry). Shared by the runtime (which
+    reads the source of the call it saw) and lint, so both word one fix. ``None`` where the value logged
+    under ``key`` cannot be told from the call (a ``log_dict`` of a dict made elsewhere).
     """
     assert isinstance(call.func, ast.Attribute)
     if call.func.attr == "log_dict":
@@ -81,9 +82,9 @@ def site_of(call: ast.Call, key: str | None, text: str, metric_attributes: set[s
         if isinstance(mapping, ast.Call) and _is_metric_call(mapping, metric_attributes):
             receiver, args = _call_parts(mapping, text)
             return CallSite(((receiver, args),), receiver)
-    expression = _value_expression(call, key) if key is not None or call.func.attr == "log" else None
+    expression = _value_expression(call, key or "")
     if expression is None:
-        return CallSite()
+        return None
     updates = [
         _call_parts(node, text)
         for node in ast.walk(expression)
