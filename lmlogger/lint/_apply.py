@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import builtins
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from lmlogger.lint._check import check
