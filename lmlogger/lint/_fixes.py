@@ -123,3 +123,8 @@ def one_instance_per_dataloader(name: str, attr: str) -> Fix:
 def call_forward(name: str, attr: str) -> Fix:
     """``stale-step-value``."""
     return _runtime("stale-step-value", name, attr, kind=METRIC_OBJECT, on_step=True, stale=True)
+
+
+def update_it(name: str, attr: str) -> Fix:
+    """``never-updated``: the update a half-applied fix left out."""
+    return _runtime("never-updated", name, attr, kind=METRIC_OBJECT)

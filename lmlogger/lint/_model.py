@@ -16,6 +16,7 @@ CODES: tuple[str, ...] = (
     "state-carried-over",
     "shared-metric",
     "stale-step-value",
+    "never-updated",
 )
 
 

@@ -14,7 +14,7 @@ from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
 from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
 from lmlogger.lint._project import ClassInfo, Project, SourceFile
-from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, metrics_of
+from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, is_self, metrics_of
 from lmlogger.records._derivation import CallSite, _EpochRewriter, site_of  # pure (ast only): the runtime's own
 from lmlogger.records._verify import FixPlan
 
@@ -58,6 +58,7 @@ class ModuleCheck:
                 for log in self.events[method].logs:
                     yield from self._judge_log(hook, method, log, reached[hook], resets)
         yield from self._shared(hooks, reached)
+        yield from self._never_updated(hooks, reached)
 
     # -- the rules ---------------------------------------------------------------------------------
     def _judge_log(
@@ -202,6 +203,55 @@ class ModuleCheck:
                     message(code, f"self.{attr}"),
                     _fixes.one_instance_per_phase(f"self.{attr}").text,
                 )
+
+    def _never_updated(self, hooks: list[str], reached: dict[str, list[str]]) -> Iterator[Raw]:
+        """A metric object logged, and nothing in the project ever updates it (a half-applied fix)."""
+        updated = {a for ev in self.events.values() for u in ev.uses if u.val and u.kind in ("update", "forward")
+                   for a in _attrs(u.val)}  # fmt: skip
+        seen: set[int] = set()
+        for hook in hooks:
+            for method in reached[hook]:
+                for log in self.events[method].logs:
+                    for key, val, _ in log.items:
+                        if val.kind != OBJECT or not val.definite or id(log.node) in seen:
+                            continue
+                        roots = {a.split("[", 1)[0].split(".", 1)[0] for a in _attrs(val)}
+                        if set(_attrs(val)) & updated or not all(self._only_logged(r) for r in roots):
+                            continue
+                        seen.add(id(log.node))
+                        code = "never-updated"
+                        name = val.text if log.as_dict is not None else key
+                        fix = _fixes.update_it(name if name.startswith('"') else '"<key>"', val.text)
+                        yield Raw(self.sources[method], log.node, code, message(code, val.text), fix.text)
+
+    def _only_logged(self, root: str) -> bool:
+        """``self.<root>`` is only made, logged whole, or reset in the class, and named nowhere else in the
+        project (a callback or a helper function may update it)."""
+        import re
+
+        pattern = re.compile(rf"\.{re.escape(root)}\b\s*(\(|\.(update|forward)\b|\[)")
+        if any(pattern.search(f.text) for f in self.table.project.files):
+            return False
+        for func, _ in self.table.methods.values():
+            parents = {c: n for n in ast.walk(func) for c in ast.iter_child_nodes(n)}
+            for node in ast.walk(func):
+                dynamic = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                if dynamic and node.args[1:] and not isinstance(node.args[1], ast.Constant):
+                    return False  # getattr(self, f"{stage}_acc") may name it
+                if not (isinstance(node, ast.Attribute) and is_self(node.value) and node.attr == root):
+                    continue
+                parent = parents.get(node)
+                if isinstance(node.ctx, ast.Store) or (isinstance(parent, ast.Assign) and parent.value is node):
+                    continue  # made (or aliased in __init__: self.a = self.b is a new name, not an update)
+                if isinstance(parent, ast.keyword):
+                    parent = parents.get(parent)
+                logged = isinstance(parent, ast.Call) and isinstance(parent.func, ast.Attribute)
+                if logged and node is not parent.func and parent.func.attr in ("log", "log_dict"):  # type: ignore[union-attr]
+                    continue
+                if isinstance(parent, ast.Attribute) and parent.attr in ("reset", "compute"):
+                    continue
+                return False
+        return True
 
 
 def _attrs_consumed(events: dict[str, MethodEvents]) -> set[str]:

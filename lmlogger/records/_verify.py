@@ -157,6 +157,8 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
             return text
         if code == "padded-duplicates":
             return _padding_fix(facts)
+        if code == "never-updated":
+            return f'{attr}.update(preds, target) in the step, before self.log("{name}", {attr})'
     return None
 
 
