@@ -56,7 +56,8 @@ class ModuleCheck:
         for hook in hooks:
             for method in reached[hook]:
                 for log in self.events[method].logs:
-                    yield from self._judge_log(hook, method, log, reached[hook], resets)
+                    if log.phases is None or phase_of(hook) in log.phases:  # a stage branch of another phase
+                        yield from self._judge_log(hook, method, log, reached[hook], resets)
         yield from self._shared(hooks, reached)
         yield from self._never_updated(hooks, reached)
 
@@ -179,6 +180,8 @@ class ModuleCheck:
                 for use in self.events[method].uses:
                     if use.kind not in ("update", "forward") or use.val is None or not use.val.definite:
                         continue
+                    if use.phases is not None and phase not in use.phases:
+                        continue  # under `if stage == "train":` in a helper validation_step calls too
                     for attr in _attrs(use.val):
                         if attr not in consumed:
                             continue  # state never read (a metric used as a loss function): sharing it is harmless
