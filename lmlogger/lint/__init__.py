@@ -117,12 +117,18 @@ def _fix(args: argparse.Namespace, settings: Settings) -> int:
     report = LintResult(findings=[f for f, _ in done.left], errors=done.result.errors, files=done.result.files)
     text = _output.text(report)
     reasons = {(f.path, f.line, f.col, f.code): why for f, why in done.left}
+    pending = None
     for line in text.splitlines():
+        if pending is not None and not line.startswith("    "):
+            print(pending)
+            pending = None
         print(terminal(line))
         head = line.split(" ", 1)[0]
         for (path, number, col, code), why in reasons.items():
             if head == f"{path}:{number}:{col}:" and f" {code} " in line:
-                print(f"    not auto-fixable: {terminal(why)}")
+                pending = f"    not auto-fixable: {terminal(why)}"
+    if pending is not None:
+        print(pending)
     count = len(done.fixed)
     print(f"Fixed {count} finding{'s' * (count != 1)} in {len(done.changed)} file(s); {len(done.left)} left.")
     return report.exit_code

@@ -44,6 +44,7 @@ from lmlogger.runtime._ledger import (
     stateful_children,
 )
 from lmlogger.runtime._provenance import (
+    METRIC_FORWARD,
     METRIC_OBJECT,
     TENSOR,
     Classified,
@@ -474,6 +475,8 @@ class Session:
                 reference, reason = None, self.failed_internally
             phases = tap.phases_updated - {"sanity"} if tap is not None else set()
             shared_dl = tap is not None and len(tap.dls_updated.get(tracker.phase, ())) > 1
+            # a forward() value is batch-local: sharing the instance reaches only keys that read its state
+            reads_state = tracker.kind != METRIC_FORWARD
             facts = Facts(
                 name=tracker.name,
                 kind=tracker.kind or TENSOR,
@@ -484,8 +487,8 @@ class Session:
                 attribute=tracker.attribute,
                 phase=tracker.phase,
                 carried=self._carried(tracker.metric, owner),
-                shared=len(phases) > 1 or shared_dl,
-                shared_dataloaders=shared_dl and len(phases) <= 1,
+                shared=(len(phases) > 1 or shared_dl) and reads_state,
+                shared_dataloaders=shared_dl and len(phases) <= 1 and reads_state,
                 stale=tracker.stale,
                 rank_local=world > 1 and tracker.kind == TENSOR and not tracker.sync_dist,
                 reset_before_log=bool(
