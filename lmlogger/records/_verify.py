@@ -42,6 +42,7 @@ class Facts:
     weights: tuple[int, int] | None = None  # (Lightning's weight, true rows) of a step that disagreed
     weight_mismatch: bool = False  # set without ``weights`` when re-judging from a record
     call: CallSite | None = None  # the logging call as written (None: its source was not read)
+    never_updated: bool = False  # a metric object logged that nothing has updated in the run
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -80,6 +81,8 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
         found.append("padded-duplicates")
     if verdict == "mismatch" and (facts.weights is not None or facts.weight_mismatch):
         found.append("weight-mismatch")
+    if facts.never_updated and facts.kind == METRIC_OBJECT:
+        found.append("never-updated")
     return found
 
 

@@ -505,6 +505,11 @@ class Session:
                 world_size=world,
                 weights=count.weights,
                 call=tracker.call,
+                never_updated=bool(
+                    tap is not None
+                    and not tap.phases_updated
+                    and not any(self.taps.get(id(c)) for _, c in stateful_children(tracker.metric))
+                ),
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(
