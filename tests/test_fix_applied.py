@@ -327,3 +327,34 @@ def test_a_half_applied_fix_is_caught_before_a_run(tmp_path):
     assert found[0].fix == (
         'self.train_auroc.update(preds, target) in the step, before self.log("train_auroc", self.train_auroc)'
     )
+
+
+SERVES_TWO = """
+from lightning.pytorch import LightningModule
+from torchmetrics.classification import BinaryF1Score
+
+
+class M(LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.f1 = BinaryF1Score()
+
+    def training_step(self, batch, batch_idx):
+        return self._shared(batch)
+
+    def validation_step(self, batch, batch_idx):
+        return self._shared(batch)
+
+    def _shared(self, batch):
+        p, y = batch
+        self.log("f1", self.f1(p, y), on_epoch=True, on_step=False)
+"""
+
+
+def test_lint_fix_leaves_a_call_that_serves_two_phases_with_one_metric(tmp_path, capsys):
+    """Logging the object from a helper both phases call would make one state serve both: not fixed."""
+    path = tmp_path / "m.py"
+    path.write_text(textwrap.dedent(SERVES_TWO))
+    assert cli(["lint", "--fix", str(path)]) == 1
+    assert path.read_text() == textwrap.dedent(SERVES_TWO)
+    assert "not auto-fixable: one call serves several phases with one metric instance" in capsys.readouterr().out

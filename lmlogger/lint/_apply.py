@@ -230,6 +230,15 @@ def _overlap(a: Edit, b: Edit) -> bool:
     return a.start < b.end and b.start < a.end
 
 
+#: Why a code's fix is not an edit lint can make alone.
+_NOT_MECHANICAL = {
+    "shared-metric": "needs a new metric instance in __init__",
+    "stale-step-value": "needs the step's update() turned into a forward() call",
+    "never-updated": "needs the step's predictions and targets for the update",
+    "state-carried-over": "a logged object's reset at the start of each epoch is yours to place",
+}
+
+
 @dataclass
 class FixResult:
     """What ``lmlogger lint --fix`` did: each changed file's text before and after, the findings fixed,
@@ -270,7 +279,7 @@ def fix_paths(paths: list[str], settings: Settings, passes: int = 8) -> FixResul
         result = check(paths, settings, {p: t.encode("utf-8") for p, t in current.items()})
     left = []
     for finding in result.findings:
-        reason = "no mechanical fix"
+        reason = finding.why_not or _NOT_MECHANICAL.get(finding.code, "no mechanical fix")
         if finding.plan is not None and finding.path in current:
             try:
                 SourceEdits(current[finding.path]).edits(finding)

@@ -126,4 +126,4 @@ def _finding(raw: Raw, lines: dict[str, list[str]]) -> Finding | None:
         return None
     offset = raw.node.col_offset  # type: ignore[attr-defined]  (a UTF-8 byte offset)
     col = len(text[line - 1].encode("utf-8")[:offset].decode("utf-8", "replace")) + 1 if line <= len(text) else 1
-    return Finding(source.path, line, col, raw.code, raw.message, raw.fix, raw.plan, (line, offset))
+    return Finding(source.path, line, col, raw.code, raw.message, raw.fix, raw.plan, (line, offset), raw.why_not)

@@ -42,11 +42,13 @@ class Finding:
     plan: FixPlan | None = field(default=None, compare=False, repr=False)
     #: where the call of the finding starts: 1-based line and UTF-8 byte column, as ``ast`` has it
     anchor: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+    #: why ``plan`` is ``None`` where the finding's code has mechanical fixes elsewhere
+    why_not: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``lmlogger lint --format json``."""
         out = asdict(self)
-        del out["plan"], out["anchor"]
+        del out["plan"], out["anchor"], out["why_not"]
         return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lmlogger.lint import _fixes
 from lmlogger.lint._catalog import CARRY_BY_DESIGN
@@ -29,6 +29,7 @@ class Raw:
     message: str
     fix: str | None
     plan: FixPlan | None = None  # the fix as edits, where it is mechanical (``lmlogger lint --fix``)
+    why_not: str | None = None  # why a fix is not applied mechanically here
 
 
 class ModuleCheck:
@@ -53,13 +54,29 @@ class ModuleCheck:
         hooks = [name for name in self.events if name in DEFAULTS]
         reached = {hook: self.reach(hook) for hook in hooks}
         resets = self._reset_attrs()
+        phases: dict[int, set[str]] = {}  # the phases whose hooks reach each logging call
+        for hook in hooks:
+            for method in reached[hook]:
+                for log in self.events[method].logs:
+                    if log.phases is None or phase_of(hook) in log.phases:
+                        phases.setdefault(id(log.node), set()).add(phase_of(hook))
         for hook in hooks:
             for method in reached[hook]:
                 for log in self.events[method].logs:
                     if log.phases is None or phase_of(hook) in log.phases:  # a stage branch of another phase
-                        yield from self._judge_log(hook, method, log, reached[hook], resets)
+                        for raw in self._judge_log(hook, method, log, reached[hook], resets):
+                            if raw.plan is not None and self._serves_phases(log, phases):
+                                why = "one call serves several phases with one metric instance"
+                                raw = replace(raw, plan=None, why_not=why)
+                            yield raw
         yield from self._shared(hooks, reached)
         yield from self._never_updated(hooks, reached)
+
+    @staticmethod
+    def _serves_phases(log: LogCall, phases: dict[int, set[str]]) -> bool:
+        """One call reached from hooks of several phases with one metric instance: a fix made for one phase
+        (its epoch-end hook, its reset, the object logged from a state both phases update) is not sure."""
+        return len(phases[id(log.node)]) > 1 and any(val.definite for _, val, _ in log.items)
 
     # -- the rules ---------------------------------------------------------------------------------
     def _judge_log(
