@@ -40,6 +40,7 @@ class CallSite:
 
     updates: tuple[tuple[str, str], ...] = ()
     collection: str | None = None
+    entry: bool = False  # the value is one entry of a dict given to ``log_dict`` (other keys share the call)
 
 
 _trees: dict[str, ast.Module | None] = {}
@@ -92,7 +93,7 @@ def site_of(call: ast.Call, key: str | None, text: str, metric_attributes: set[s
         and _is_metric_call(node, metric_attributes)
         and not (isinstance(node.func, ast.Attribute) and node.func.attr == "compute")
     ]
-    return CallSite(tuple(sorted(set(updates), key=updates.index)))
+    return CallSite(tuple(sorted(set(updates), key=updates.index)), entry=call.func.attr == "log_dict")
 
 
 def _call_parts(call: ast.Call, text: str) -> tuple[str, str]:

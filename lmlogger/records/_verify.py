@@ -172,6 +172,10 @@ def _object_statements(facts: Facts, attr: str, on_step: bool) -> list[str]:
     call = facts.call or CallSite()
     verb = "" if on_step else ".update"
     out = [f"{receiver}{verb}({args})" for receiver, args in call.updates]
+    if call.entry:  # log_dict({"f1": self.f1(p, y), "loss": loss}): the entry changes, the call stays
+        flags = f"on_epoch=True, on_step={on_step}"
+        entry = f'"{facts.name}": {attr} as its entry in the self.log_dict(..., {flags}) call'
+        return [f"{'; '.join(out)} before the call, and {entry}" if out else entry]
     if call.collection is not None:  # log_dict(self.metrics(p, y)): the collection is logged whole
         out.append(f"self.log_dict({call.collection}, on_epoch=True, on_step={on_step})")
     else:
@@ -227,6 +231,8 @@ def fix_plan(facts: Facts, findings: list[str]) -> FixPlan | None:
                 log = f'self.log("{facts.name}", {attr}.compute(){_index_text(facts.index)})'
                 return FixPlan(code, replace=updates, epoch_hook=epoch_hook, epoch_statements=(log,))
             on_step = facts.on_step and code == "batch-values-averaged"
+            if call.entry:
+                return None  # one entry of a log_dict dict: the other keys share the call
             removed = (attr, early[0]) if early else None
             return FixPlan(code, replace=tuple(_object_statements(facts, attr, on_step)), remove_reset=removed)
         if code == "reset-before-log":
