@@ -115,6 +115,10 @@ def _fix(args: argparse.Namespace, settings: Settings) -> int:
     for path, (_, after) in sorted(done.changed.items()):
         Path(path).write_text(after, encoding="utf-8", newline="")
     report = LintResult(findings=[f for f, _ in done.left], errors=done.result.errors, files=done.result.files)
+    if args.format != "text":  # the findings left, in the format asked for
+        formats = {"json": _output.to_json, "github": _output.github}
+        print(_output.sarif(report, _VERSION) if args.format == "sarif" else formats[args.format](report))
+        return report.exit_code
     text = _output.text(report)
     reasons = {(f.path, f.line, f.col, f.code): why for f, why in done.left}
     pending = None

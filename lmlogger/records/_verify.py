@@ -126,6 +126,8 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
                 return "; ".join(_object_statements(facts, attr, on_step == "True")) + remove
             if code == "batch-values-averaged" and facts.on_step:
                 text = f"{attr}(preds, target) (forward, for the step value), then {text}"
+            elif code == "batch-values-averaged":  # the call as written is unknown: keep its update in words
+                text = f"{attr}.update(preds, target) in place of the forward() call, then {text}"
             return text + remove
         if code == "reset-before-log":
             hook = early[0] if early else epoch_hook
@@ -220,8 +222,8 @@ def fix_plan(facts: Facts, findings: list[str]) -> FixPlan | None:
         if fix_for(facts, [code]) is None:
             continue
         if code in ("running-value-averaged", "batch-values-averaged", "derived-value"):
-            if call is None:
-                return None
+            if call is None or call.entry:
+                return None  # unknown, or one entry of a log_dict dict: the other keys share the call
             updates = tuple(f"{receiver}.update({args})" for receiver, args in call.updates)
             if code == "derived-value":
                 expression = facts.derived_epoch_expression or f"{facts.derived_source}"
@@ -231,8 +233,6 @@ def fix_plan(facts: Facts, findings: list[str]) -> FixPlan | None:
                 log = f'self.log("{facts.name}", {attr}.compute(){_index_text(facts.index)})'
                 return FixPlan(code, replace=updates, epoch_hook=epoch_hook, epoch_statements=(log,))
             on_step = facts.on_step and code == "batch-values-averaged"
-            if call.entry:
-                return None  # one entry of a log_dict dict: the other keys share the call
             removed = (attr, early[0]) if early else None
             return FixPlan(code, replace=tuple(_object_statements(facts, attr, on_step)), remove_reset=removed)
         if code == "reset-before-log":
