@@ -358,3 +358,34 @@ def test_lint_fix_leaves_a_call_that_serves_two_phases_with_one_metric(tmp_path,
     assert cli(["lint", "--fix", str(path)]) == 1
     assert path.read_text() == textwrap.dedent(SERVES_TWO)
     assert "not auto-fixable: one call serves several phases with one metric instance" in capsys.readouterr().out
+
+
+NO_HOOK = """
+from lightning.pytorch import LightningModule
+from torchmetrics.classification import MulticlassF1Score
+
+
+class M(LightningModule):
+\tdef __init__(self):
+\t\tsuper().__init__()
+\t\tself.mc = MulticlassF1Score(num_classes=3, average=None)
+
+\tdef training_step(self, batch, batch_idx):
+\t\tp, y = batch
+\t\tself.log("c1", self.mc(p, y)[1], on_epoch=True, on_step=False)
+"""
+
+
+def test_lint_fix_makes_the_epoch_hook_and_checks_again_until_clean(tmp_path):
+    """An element view with no epoch-end hook: the update stays, the hook is made (with the file's own tab
+    indentation) and, in the next pass, the reset the moved compute() needs is added after it."""
+    path = tmp_path / "m.py"
+    path.write_text(NO_HOOK)
+    assert cli(["lint", "--fix", str(path)]) == 0
+    assert path.read_text().endswith(
+        "\t\tself.mc.update(p, y)\n\n"
+        "\tdef on_train_epoch_end(self):\n"
+        '\t\tself.log("c1", self.mc.compute()[1])\n'
+        "\t\tself.mc.reset()\n"
+    )
+    assert lint([str(path)]).findings == []

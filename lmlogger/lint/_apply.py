@@ -153,8 +153,10 @@ class SourceEdits:
             at = self.starts[first.lineno - 1]
             return Edit(at, at, "".join(indent + s + "\n" for s in statements))
         indent = self.indent_of(method)  # type: ignore[arg-type]
+        first = method.body[0]  # type: ignore[attr-defined]
+        inner = self.indent_of(first) if first.lineno != method.lineno else indent + _INDENT  # type: ignore[attr-defined]
         at = self.line_end(method.end_lineno or method.lineno)  # type: ignore[attr-defined]
-        body = "".join("\n" + indent + _INDENT + s for s in statements)
+        body = "".join("\n" + inner + s for s in statements)
         return Edit(at, at, f"\n\n{indent}def {hook}(self):{body}")
 
     def _remove_reset(self, cls: ast.ClassDef, metric: str, hook: str) -> list[Edit]:
