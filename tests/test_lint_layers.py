@@ -130,4 +130,4 @@ def _facts(**kw):
 )
 def test_lint_fixes_are_worded_as_the_runtime_words_them(facts, code, lint_fix):
     """For the same facts, lmlogger.records._verify.fix_for (runtime) and lmlogger.lint (static) write the same fix."""
-    assert _verify.fix_for(facts, [code]) == lint_fix
+    assert _verify.fix_for(facts, [code]) == lint_fix.text

@@ -150,9 +150,8 @@ def test_forward_in_training_step_by_default_is_clean_and_with_on_epoch_is_caugh
     both = src.replace("y))", "y), on_step=True, on_epoch=True)")
     result = lint([str(_write(tmp_path / "b", both))])
     assert [f.code for f in result.findings] == ["batch-values-averaged"]
-    assert result.findings[0].fix == (
-        'self.metric(preds, target) (forward, for the step value), then self.log("val_metric", self.metric, '
-        "on_epoch=True, on_step=True)"
+    assert result.findings[0].fix == (  # the forward() the call made stays, in its own statement
+        'self.metric(self(x), y); self.log("val_metric", self.metric, on_epoch=True, on_step=True)'
     )
 
 
@@ -197,6 +196,9 @@ def test_arithmetic_on_a_result_logged_on_epoch_from_a_step_hook_is_derived_valu
     result = lint([str(_write(tmp_path, src))])
     assert [f.code for f in result.findings] == ["derived-value"]
     fix = result.findings[0].fix
+    kept = "self.f1.update(p, y) in place of the call; "  # the update a forward() in the call made stays
+    assert fix.startswith(kept) == ("self.f1(p, y)" in expr)
+    fix = fix.removeprefix(kept)
     assert fix.startswith('self.log("x", ') and fix.endswith(
         ") in on_train_epoch_end, once per epoch, before the metric's reset()"
     )
@@ -323,6 +325,70 @@ def test_one_metric_per_phase_selected_by_stage_is_clean(tmp_path):
     src = src.replace("self.acc(self(x), y)", 'metric = getattr(self, f"{stage}_acc")\n        metric(self(x), y)')
     src = src.replace('self.log(f"{stage}_acc", self.acc)', 'self.log(f"{stage}_acc", metric)')
     assert codes(tmp_path, src) == []
+
+
+STAGED = """
+class M(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.train_acc = BinaryF1Score()
+        self.val_acc = BinaryF1Score()
+        self.test_acc = BinaryF1Score()
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def _step(self, batch, stage):
+        x, y = batch
+        if stage == "train":
+            self.train_acc(self(x), y)
+            self.log("train_acc", self.train_acc)
+        elif stage == "val":
+            self.val_acc(self(x), y)
+            self.log("val_acc", self.val_acc)
+        else:
+            self.test_acc(self(x), y)
+            self.log("test_acc", self.test_acc)
+"""
+
+
+def test_a_stage_helper_that_branches_on_the_stage_shares_nothing(tmp_path):
+    """`if stage == "train": self.train_acc(...)` / `elif stage == "val": self.val_acc(...)` / `else:`: each
+    metric is updated in its own phase only."""
+    assert codes(tmp_path, STAGED) == []
+
+
+@pytest.mark.parametrize("test", ['stage in ("val", "valid")', 'stage != "train"', "not self.training"])
+def test_stage_tests_written_other_ways_are_followed(tmp_path, test):
+    """`in`, `!=`, `not self.training`: the branch holds in the phases it names, the else in the others."""
+    helper = f"""
+    def _step(self, batch, stage):
+        x, y = batch
+        if stage == "test":
+            self.test_acc(self(x), y)
+        elif {test}:
+            self.val_acc(self(x), y)
+            self.log("val_acc", self.val_acc)
+        else:
+            self.train_acc(self(x), y)
+            self.log("train_acc", self.train_acc)
+"""
+    src = STAGED[: STAGED.index("    def _step")] + helper.lstrip("\n")
+    assert codes(tmp_path, src) == [], src
+
+
+def test_one_metric_updated_in_two_branches_of_a_stage_helper_is_shared(tmp_path):
+    """The same instance under `if stage == "train":` and under `else:` is still one metric in two phases."""
+    src = STAGED.replace("self.val_acc(self(x), y)", "self.train_acc(self(x), y)").replace(
+        'self.log("val_acc", self.val_acc)', 'self.log("val_acc", self.train_acc)'
+    )
+    assert findings(tmp_path, src) == [(line_of(src, "elif stage") + 1, "shared-metric")]
 
 
 def test_one_metric_updated_for_several_dataloaders_is_shared(tmp_path):

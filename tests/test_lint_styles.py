@@ -164,7 +164,6 @@ def test_log_dict_of_a_collection_fix_names_the_collection(tmp_path):
     result = lint([str(tmp_path)])
     first = result.findings[0]
     assert first.fix == (
-        "self.train_metrics(preds, target) (forward, for the step value), then "
-        "self.log_dict(self.train_metrics, on_epoch=True, on_step=True)"
-    )  # training_step logs on_step
+        "self.train_metrics(self(x), y); self.log_dict(self.train_metrics, on_epoch=True, on_step=True)"
+    )  # training_step logs on_step; the forward() the call made stays
     assert first.message.startswith("`self.train_metrics`:")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmlogger.lint._check import check
-from lmlogger.lint._config import ConfigError, codes, load
+from lmlogger.lint._config import ConfigError, Settings, codes, load
 from lmlogger.lint._model import CODES, Finding, InputError, LintResult
 
 __all__ = ["CODES", "ConfigError", "Finding", "InputError", "LintResult", "lint", "main"]
@@ -35,12 +35,16 @@ def lint(paths: Sequence[str], select: Sequence[str] | None = None, ignore: Sequ
     Raises:
         ConfigError: a code that is not a finding code, or a ``pyproject.toml`` that cannot be read.
     """
+    return check(paths, _settings(paths, select, ignore))
+
+
+def _settings(paths: Sequence[str], select: Sequence[str] | None, ignore: Sequence[str] | None) -> Settings:
     settings = load(Path(paths[0]) if paths else Path.cwd())
     if select is not None:
         settings.select = codes(list(select), "select")
     if ignore is not None:
         settings.ignore = codes(list(ignore), "ignore")
-    return check(paths, settings)
+    return settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
     parser.add_argument("--select", default=None, metavar="CODES", help="comma-separated finding codes to report")
     parser.add_argument("--ignore", default=None, metavar="CODES", help="comma-separated finding codes to skip")
+    parser.add_argument("--fix", action="store_true", help="apply the fixes in place, where they are sure")
+    parser.add_argument("--diff", action="store_true", help="print the changes --fix would make; write nothing")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,6 +79,11 @@ def main(args: argparse.Namespace) -> int:
         settings.select = select
     if ignore is not None:
         settings.ignore = ignore
+    if getattr(args, "fix", False) or getattr(args, "diff", False):
+        for problem in problems:
+            print(f"lmlogger: error: {terminal(problem)}", file=sys.stderr)
+        fixed = _fix(args, settings)
+        return 2 if problems else fixed
     result = check(args.paths, settings)
     for problem in problems:
         print(f"lmlogger: error: {terminal(problem)}", file=sys.stderr)
@@ -89,3 +100,51 @@ def main(args: argparse.Namespace) -> int:
     if report:
         print(report)
     return 2 if problems else result.exit_code
+
+
+def _fix(args: argparse.Namespace, settings: Settings) -> int:
+    """``--fix`` (write) or ``--diff`` (print a unified diff, write nothing), as ruff does.
+
+    Exit codes: ``--fix`` 0 when nothing is left to report, 1 when findings remain; ``--diff`` 1 when it
+    would change a file; 2 bad input.
+    """
+    import difflib
+
+    from lmlogger.audit._escape import terminal
+    from lmlogger.lint import _output
+    from lmlogger.lint._apply import fix_paths
+
+    done = fix_paths(list(args.paths), settings)
+    for error in done.result.errors:
+        print(f"lmlogger: error: {terminal(error)}", file=sys.stderr)
+    if args.diff:
+        for path, (before, after) in sorted(done.changed.items()):
+            lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), path, path)
+            sys.stdout.write("".join(lines))
+        count = len(done.fixed)
+        print(f"Would fix {count} finding{'s' * (count != 1)} in {len(done.changed)} file(s).", file=sys.stderr)
+        return 2 if done.result.errors else (1 if done.changed else 0)
+    for path, (_, after) in sorted(done.changed.items()):
+        Path(path).write_text(after, encoding="utf-8", newline="")
+    report = LintResult(findings=[f for f, _ in done.left], errors=done.result.errors, files=done.result.files)
+    if args.format != "text":  # the findings left, in the format asked for
+        formats = {"json": _output.to_json, "github": _output.github}
+        print(_output.sarif(report, _VERSION) if args.format == "sarif" else formats[args.format](report))
+        return report.exit_code
+    text = _output.text(report)
+    reasons = {(f.path, f.line, f.col, f.code): why for f, why in done.left}
+    pending = None
+    for line in text.splitlines():
+        if pending is not None and not line.startswith("    "):
+            print(pending)
+            pending = None
+        print(terminal(line))
+        head = line.split(" ", 1)[0]
+        for (path, number, col, code), why in reasons.items():
+            if head == f"{path}:{number}:{col}:" and f" {code} " in line:
+                pending = f"    not auto-fixable: {terminal(why)}"
+    if pending is not None:
+        print(pending)
+    count = len(done.fixed)
+    print(f"Fixed {count} finding{'s' * (count != 1)} in {len(done.changed)} file(s); {len(done.left)} left.")
+    return report.exit_code

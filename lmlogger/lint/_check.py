@@ -47,11 +47,15 @@ def python_files(paths: Iterable[str], settings: Settings, errors: list[InputErr
     return list(dict.fromkeys(found))
 
 
-def parse(path: Path, errors: list[InputError]) -> tuple[bytes, ast.Module] | None:
-    """Read and parse one file; an unreadable or unparsable file becomes one error naming it."""
+def parse(
+    path: Path, errors: list[InputError], overrides: dict[str, bytes] | None = None
+) -> tuple[bytes, ast.Module] | None:
+    """Read and parse one file; an unreadable or unparsable file becomes one error naming it.
+
+    ``overrides``: contents to check instead of what is on disk (``lmlogger lint --diff``'s fixed text)."""
     shown = relative(str(path))
     try:
-        data = read_source(path)
+        data = overrides[shown] if overrides and shown in overrides else read_source(path)
     except OSError as err:
         errors.append(InputError(shown, f"cannot read: {err.strerror or err}"))
         return None
@@ -104,25 +108,29 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
-def check(paths: Iterable[str], settings: Settings | None = None) -> LintResult:
-    """Check every Python file under ``paths`` together (classes of one file may extend another's)."""
+def check(
+    paths: Iterable[str], settings: Settings | None = None, overrides: dict[str, bytes] | None = None
+) -> LintResult:
+    """Check every Python file under ``paths`` together (classes of one file may extend another's).
+
+    ``overrides``: file contents to check instead of what is on disk (by path as printed)."""
     settings = settings or Settings()
     # Every parsed tree stays alive until the rules ran: the cyclic garbage collector would walk those
     # millions of nodes again and again for nothing (ASTs hold no cycles). It is paused, then restored.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _check(paths, settings)
+        return _check(paths, settings, overrides)
     finally:
         if enabled:
             gc.enable()
 
 
-def _check(paths: Iterable[str], settings: Settings) -> LintResult:
+def _check(paths: Iterable[str], settings: Settings, overrides: dict[str, bytes] | None) -> LintResult:
     result = LintResult()
     files: list[SourceFile] = []
     for path in python_files(paths, settings, result.errors):
-        parsed = parse(path, result.errors)
+        parsed = parse(path, result.errors, overrides)
         result.files += 1
         if parsed is None:
             continue
@@ -171,4 +179,4 @@ def _finding(raw: Raw, lines: dict[str, list[str]]) -> Finding | None:
         return None
     offset = raw.node.col_offset  # type: ignore[attr-defined]  (a UTF-8 byte offset)
     col = len(text[line - 1].encode("utf-8")[:offset].decode("utf-8", "replace")) + 1 if line <= len(text) else 1
-    return Finding(source.path, line, col, raw.code, raw.message, raw.fix)
+    return Finding(source.path, line, col, raw.code, raw.message, raw.fix, raw.plan, (line, offset), raw.why_not)

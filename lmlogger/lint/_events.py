@@ -38,6 +38,7 @@ class LogCall:
     on_epoch: bool | str | None
     reduce_mean: bool
     as_dict: str | None  # log_dict(<collection result>): the collection's source text
+    phases: frozenset[str] | None = None  # under a stage branch (``if stage == "train":``): only these phases
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Use:
     kind: str
     val: Val | None
     per_dataloader: bool  # under a condition on, or indexed by, a dataloader index
+    phases: frozenset[str] | None = None  # under a stage branch (``if stage == "train":``): only these phases
 
 
 @dataclass
@@ -66,6 +68,49 @@ def _flag(node: ast.expr | None) -> bool | str | None:
     return UNKNOWN
 
 
+#: The words a stage argument or ``trainer.state.stage`` uses for each phase.
+_STAGE_WORDS = {
+    "train": "train",
+    "training": "train",
+    "fit": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "validate": "val",
+    "test": "test",
+    "testing": "test",
+    "predict": "predict",
+}
+_PHASES = frozenset({"train", "val", "test", "predict"})
+
+
+def stage_branch(test: ast.expr) -> frozenset[str] | None:
+    """The phases in which ``test`` holds, when it compares something with stage names (``stage == "train"``,
+    ``stage in ("val", "test")``, ``self.training``); ``None`` when it is not a stage test."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = stage_branch(test.operand)
+        return _PHASES - inner if inner is not None else None
+    if isinstance(test, ast.Attribute) and test.attr == "training" and is_self(test.value):
+        return frozenset({"train"})
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    left, op, right = test.left, test.ops[0], test.comparators[0]
+    if isinstance(left, ast.Constant) and isinstance(op, (ast.Eq, ast.NotEq)):
+        left, right = right, left
+    words: list[object] = []
+    if isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(right, ast.Constant):
+        words = [right.value]
+    elif isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+        words = [e.value if isinstance(e, ast.Constant) else None for e in right.elts]
+    if not words or isinstance(left, ast.Constant):
+        return None
+    names = [w.lower().split(".")[-1] if isinstance(w, str) else None for w in words]
+    if any(n not in _STAGE_WORDS for n in names):
+        return None
+    phases = frozenset(_STAGE_WORDS[n] for n in names)  # type: ignore[index]
+    return _PHASES - phases if isinstance(op, (ast.NotEq, ast.NotIn)) else phases
+
+
 def _mentions_dataloader(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Name) and "dataloader" in n.id for n in ast.walk(node))
 
@@ -82,6 +127,7 @@ class Walker:
         self.events = MethodEvents()
         self.returns: list[Val | DictVal | None] = []
         self._dl_depth = 0
+        self._phases: frozenset[str] | None = None  # the stage branch being walked
 
     # -- statements -------------------------------------------------------------------------------
     def run(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> MethodEvents:
@@ -110,8 +156,14 @@ class Walker:
             self.scan(stmt.test)
             dl = _mentions_dataloader(stmt.test)
             self._dl_depth += dl
+            branch, outer = stage_branch(stmt.test), self._phases
+            if branch is not None:
+                self._phases = branch if outer is None else branch & outer
             self.block(stmt.body)
+            if branch is not None:
+                self._phases = (_PHASES - branch) if outer is None else (_PHASES - branch) & outer
             self.block(stmt.orelse)
+            self._phases = outer
             self._dl_depth -= dl
             return
         if isinstance(stmt, (ast.For, ast.AsyncFor)):
@@ -215,7 +267,7 @@ class Walker:
 
     def use(self, node: ast.Call, kind: str, val: Val, receiver: ast.expr) -> None:
         per_dataloader = self._dl_depth > 0 or _mentions_dataloader(receiver)
-        self.events.uses.append(Use(node, kind, val, per_dataloader))
+        self.events.uses.append(Use(node, kind, val, per_dataloader, self._phases))
 
     def log_call(self, node: ast.Call, as_dict: bool) -> None:
         names = _LOG_DICT_ARGS if as_dict else _LOG_ARGS
@@ -253,7 +305,7 @@ class Walker:
                 items = [(_key_text(name) if name is not None else '"?"', value, expr)]
         if items:
             on_step, on_epoch = _flag(args.get("on_step")), _flag(args.get("on_epoch"))
-            self.events.logs.append(LogCall(node, items, on_step, on_epoch, reduce_mean, whole))
+            self.events.logs.append(LogCall(node, items, on_step, on_epoch, reduce_mean, whole, self._phases))
 
     def _spread(self, node: ast.expr) -> ast.Dict | None:
         if isinstance(node, ast.Dict):

@@ -8,14 +8,25 @@ placeholders go in and the source text replaces them in the runtime's sentence.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+from lmlogger.records._derivation import CallSite
 from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
-from lmlogger.records._verify import Facts, fix_for
+from lmlogger.records._verify import Facts, FixPlan, fix_for, fix_plan
 
 _KEY = "\x00key\x00"
 _ATTR = "\x00attr\x00"
 
 
-def _runtime(code: str, name: str, attr: str, **facts: object) -> str:
+@dataclass(frozen=True)
+class Fix:
+    """A fix as printed (``text``, the runtime's words) and as edits (``plan``; ``None``: not mechanical)."""
+
+    text: str
+    plan: FixPlan | None = None
+
+
+def _runtime(code: str, name: str, attr: str, **facts: object) -> Fix:
     """``fix_for`` for ``code``, with ``name`` (a key as source: ``"val_f1"``) and ``attr`` (``self.x``)."""
     base: dict[str, object] = dict(
         name=_KEY,
@@ -28,14 +39,35 @@ def _runtime(code: str, name: str, attr: str, **facts: object) -> str:
         phase="train",
     )
     base.update(facts)
-    text = fix_for(Facts(**base), [code]) or ""  # type: ignore[arg-type]
+    made = Facts(**base)  # type: ignore[arg-type]
     literal = name.startswith('"') and name.endswith('"')
     as_repr = repr(name[1:-1].replace('\\"', '"').replace("\\\\", "\\")) if literal else name
-    text = text.replace(f'"{_KEY}"', name).replace(repr(_KEY), as_repr).replace(_KEY, name.strip('"'))
-    return text.replace(f"self.{_ATTR}", attr).replace(_ATTR, attr)
+
+    def words(text: str) -> str:
+        text = text.replace(f'"{_KEY}"', name).replace(repr(_KEY), as_repr).replace(_KEY, name.strip('"'))
+        return text.replace(f"self.{_ATTR}", attr).replace(_ATTR, attr)
+
+    plan = fix_plan(made, [code])
+    if plan is not None:
+        plan = replace(
+            plan,
+            replace=tuple(map(words, plan.replace)) if plan.replace is not None else None,
+            after=tuple(map(words, plan.after)),
+            epoch_statements=tuple(map(words, plan.epoch_statements)),
+            remove_reset=(words(plan.remove_reset[0]), plan.remove_reset[1]) if plan.remove_reset else None,
+        )
+    return Fix(words(fix_for(made, [code]) or ""), plan)
 
 
-def log_object(name: str, attr: str, on_step: bool = False, *, as_dict: bool = False, remove: str | None = None) -> str:
+def log_object(
+    name: str,
+    attr: str,
+    on_step: bool = False,
+    *,
+    as_dict: bool = False,
+    remove: str | None = None,
+    call: CallSite | None = None,
+) -> Fix:
     """``running-value-averaged`` / ``batch-values-averaged``: log the metric object itself.
 
     ``on_step``: the key was logged per step too (a forward() value). ``remove``: the hook in which the
@@ -43,19 +75,23 @@ def log_object(name: str, attr: str, on_step: bool = False, *, as_dict: bool = F
     """
     code = "batch-values-averaged" if on_step else "running-value-averaged"
     kind = METRIC_FORWARD if on_step else METRIC_COMPUTE
-    text = _runtime(code, name, attr, kind=kind, on_step=on_step, reset_hooks=(remove,) if remove else ())
-    if as_dict:  # the runtime names one key; a collection is logged whole
-        text = text.replace(f"self.log({name}, {attr},", f"self.log_dict({attr},")
-    return text
+    fix = _runtime(code, name, attr, kind=kind, on_step=on_step, reset_hooks=(remove,) if remove else (), call=call)
+    if as_dict and call is None:  # the runtime names one key; a collection is logged whole
+        fix = Fix(fix.text.replace(f"self.log({name}, {attr},", f"self.log_dict({attr},"))
+    return fix
 
 
-def element_at_epoch_end(name: str, attr: str, index: str, phase: str) -> str:
+def element_at_epoch_end(name: str, attr: str, index: str, phase: str, call: CallSite | None = None) -> Fix:
     """An element of a result (``compute()[0]``): logged once per epoch from the epoch-end hook."""
-    text = _runtime("running-value-averaged", name, attr, phase=phase, index=("\x00index\x00",))
-    return text.replace("['\\x00index\\x00']", index)
+    fix = _runtime("running-value-averaged", name, attr, phase=phase, index=("\x00index\x00",), call=call)
+    here = "['\\x00index\\x00']"
+    plan = fix.plan
+    if plan is not None:
+        plan = replace(plan, epoch_statements=tuple(t.replace(here, index) for t in plan.epoch_statements))
+    return Fix(fix.text.replace(here, index), plan)
 
 
-def derived(name: str, expression: str, phase: str) -> str:
+def derived(name: str, expression: str, phase: str, call: CallSite | None = None) -> Fix:
     """``derived-value``: the same expression, from ``compute()``, once per epoch."""
     return _runtime(
         "derived-value",
@@ -65,24 +101,30 @@ def derived(name: str, expression: str, phase: str) -> str:
         phase=phase,
         derived_source=expression,
         derived_epoch_expression=expression,
+        call=call,
     )
 
 
-def reset_after_logging(name: str, attr: str, phase: str) -> str:
+def reset_after_logging(name: str, attr: str, phase: str) -> Fix:
     """``state-carried-over`` of a ``compute()`` result logged at epoch end."""
     return _runtime("state-carried-over", name, attr, phase=phase, step_hook=False, carried=1)
 
 
-def one_instance_per_phase(attr: str) -> str:
+def one_instance_per_phase(attr: str) -> Fix:
     """``shared-metric`` between phases."""
     return _runtime("shared-metric", '"?"', attr, shared=True, attribute=attr.removeprefix("self."))
 
 
-def one_instance_per_dataloader(name: str, attr: str) -> str:
+def one_instance_per_dataloader(name: str, attr: str) -> Fix:
     """``shared-metric`` between the dataloaders of one phase."""
     return _runtime("shared-metric", f'"{name}"', attr, shared=True, shared_dataloaders=True)
 
 
-def call_forward(name: str, attr: str) -> str:
+def call_forward(name: str, attr: str) -> Fix:
     """``stale-step-value``."""
     return _runtime("stale-step-value", name, attr, kind=METRIC_OBJECT, on_step=True, stale=True)
+
+
+def update_it(name: str, attr: str) -> Fix:
+    """``never-updated``: the update a half-applied fix left out."""
+    return _runtime("never-updated", name, attr, kind=METRIC_OBJECT)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lmlogger.records._records import FINDINGS
+from lmlogger.records._verify import FixPlan
 
 #: The finding codes the static check can see in source code, in the order the docs present them.
 CODES: tuple[str, ...] = (
@@ -15,6 +16,7 @@ CODES: tuple[str, ...] = (
     "state-carried-over",
     "shared-metric",
     "stale-step-value",
+    "never-updated",
 )
 
 
@@ -36,10 +38,18 @@ class Finding:
     code: str
     message: str
     fix: str | None = None
+    #: the fix as edits, where ``lmlogger lint --fix`` can apply it (``None``: not auto-fixable)
+    plan: FixPlan | None = field(default=None, compare=False, repr=False)
+    #: where the call of the finding starts: 1-based line and UTF-8 byte column, as ``ast`` has it
+    anchor: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+    #: why ``plan`` is ``None`` where the finding's code has mechanical fixes elsewhere
+    why_not: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``lmlogger lint --format json``."""
-        return asdict(self)
+        out = asdict(self)
+        del out["plan"], out["anchor"], out["why_not"]
+        return out
 
 
 @dataclass(frozen=True, order=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lmlogger.lint import _fixes
 from lmlogger.lint._catalog import CARRY_BY_DESIGN
@@ -14,8 +14,9 @@ from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
 from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
 from lmlogger.lint._project import ClassInfo, Project, SourceFile
-from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, metrics_of
-from lmlogger.records._derivation import _EpochRewriter  # pure (ast only): the runtime's own rewrite
+from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, is_self, metrics_of
+from lmlogger.records._derivation import CallSite, _EpochRewriter, site_of  # pure (ast only): the runtime's own
+from lmlogger.records._verify import FixPlan
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Raw:
     code: str
     message: str
     fix: str | None
+    plan: FixPlan | None = None  # the fix as edits, where it is mechanical (``lmlogger lint --fix``)
+    why_not: str | None = None  # why a fix is not applied mechanically here
 
 
 class ModuleCheck:
@@ -51,11 +54,33 @@ class ModuleCheck:
         hooks = [name for name in self.events if name in DEFAULTS]
         reached = {hook: self.reach(hook) for hook in hooks}
         resets = self._reset_attrs()
+        phases: dict[int, set[str]] = {}  # the phases whose hooks reach each logging call
         for hook in hooks:
             for method in reached[hook]:
                 for log in self.events[method].logs:
-                    yield from self._judge_log(hook, method, log, reached[hook], resets)
+                    if log.phases is None or phase_of(hook) in log.phases:
+                        phases.setdefault(id(log.node), set()).add(phase_of(hook))
+        for hook in hooks:
+            for method in reached[hook]:
+                for log in self.events[method].logs:
+                    if log.phases is None or phase_of(hook) in log.phases:  # a stage branch of another phase
+                        for raw in self._judge_log(hook, method, log, reached[hook], resets):
+                            if raw.plan is not None and self._serves_phases(log, phases):
+                                why = "one call serves several phases with one metric instance"
+                                raw = replace(raw, plan=None, why_not=why)
+                            dict_literal = log.node.func.attr == "log_dict" and log.as_dict is None  # type: ignore[attr-defined]
+                            if dict_literal and raw.why_not is None and raw.code in _MOVED:
+                                why = "the log_dict call logs other keys too: edit its entry by hand"
+                                raw = replace(raw, plan=None, why_not=why)
+                            yield raw
         yield from self._shared(hooks, reached)
+        yield from self._never_updated(hooks, reached)
+
+    @staticmethod
+    def _serves_phases(log: LogCall, phases: dict[int, set[str]]) -> bool:
+        """One call reached from hooks of several phases with one metric instance: a fix made for one phase
+        (its epoch-end hook, its reset, the object logged from a state both phases update) is not sure."""
+        return len(phases[id(log.node)]) > 1 and any(val.definite for _, val, _ in log.items)
 
     # -- the rules ---------------------------------------------------------------------------------
     def _judge_log(
@@ -69,6 +94,7 @@ class ModuleCheck:
         for key, val, expr in log.items:
             attr = val.text
             name = attr if log.as_dict is not None else key
+            call = self._call_site(log, key, source)
             if val.kind in (COMPUTE, FORWARD) and step and on_epoch is True:
                 metrics = metrics_of(val.targets)
                 exact = log.reduce_mean and not any(m.exact is False for m in metrics)
@@ -77,30 +103,39 @@ class ModuleCheck:
                 remove = self._early_resets(val, phase_of(hook))
                 if val.derived:
                     code = "derived-value"
-                    fix = _fixes.derived(name, self._epoch_expression(expr, attr), phase_of(hook))
+                    fix = _fixes.derived(name, self._epoch_expression(expr, attr), phase_of(hook), call)
                 elif val.index is not None:
                     code = "running-value-averaged" if val.kind == COMPUTE else "batch-values-averaged"
                     if code == "batch-values-averaged" and exact:
                         continue
-                    fix = _fixes.element_at_epoch_end(name, attr, val.index, phase_of(hook))
+                    fix = _fixes.element_at_epoch_end(name, attr, val.index, phase_of(hook), call)
                 elif val.kind == COMPUTE:
                     code = "running-value-averaged"
-                    fix = _fixes.log_object(name, attr, False, as_dict=log.as_dict is not None, remove=remove)
+                    as_dict = log.as_dict is not None
+                    fix = _fixes.log_object(name, attr, False, as_dict=as_dict, remove=remove, call=call)
                 else:
                     if exact:
                         continue  # a mean of samples (micro accuracy, MAE): the mean of batch values is exact
                     code = "batch-values-averaged"
-                    fix = _fixes.log_object(name, attr, on_step is True, as_dict=log.as_dict is not None, remove=remove)
-                yield Raw(source, log.node, code, message(code, _subject(name)), fix)
+                    as_dict = log.as_dict is not None
+                    fix = _fixes.log_object(name, attr, on_step is True, as_dict=as_dict, remove=remove, call=call)
+                yield Raw(source, log.node, code, message(code, _subject(name)), fix.text, fix.plan)
             elif val.kind == COMPUTE and not step and not val.derived and resets is not None:
                 carried = [m for m in metrics_of(val.targets) if m.attr not in resets and m.cls not in CARRY_BY_DESIGN]
                 if carried and len(carried) == len(metrics_of(val.targets)):
                     code = "state-carried-over"
                     fix = _fixes.reset_after_logging(_repr_key(name), attr, phase_of(hook))
-                    yield Raw(source, log.node, code, message(code, _subject(name)), fix)
+                    yield Raw(source, log.node, code, message(code, _subject(name)), fix.text, fix.plan)
             elif val.kind == OBJECT and step and on_step is True and self._stale(val, reach):
                 code = "stale-step-value"
-                yield Raw(source, log.node, code, message(code, _subject(name)), _fixes.call_forward(name, attr))
+                yield Raw(source, log.node, code, message(code, _subject(name)), _fixes.call_forward(name, attr).text)
+
+    def _call_site(self, log: LogCall, key: str, source: SourceFile) -> CallSite | None:
+        """The runtime's :class:`CallSite` of this call: the updates its value makes, as written."""
+        literal = key[1:-1] if key.startswith('"') and key.endswith('"') else None
+        if log.node.func.attr == "log_dict" and log.as_dict is None and literal is None:  # type: ignore[attr-defined]
+            return None
+        return site_of(log.node, literal, source.text, set(self.table.attrs))
 
     def _epoch_expression(self, expr: ast.expr | None, attr: str) -> str:
         """The logged expression computed once per epoch: metric calls become ``compute()`` (as the runtime)."""
@@ -166,6 +201,8 @@ class ModuleCheck:
                 for use in self.events[method].uses:
                     if use.kind not in ("update", "forward") or use.val is None or not use.val.definite:
                         continue
+                    if use.phases is not None and phase not in use.phases:
+                        continue  # under `if stage == "train":` in a helper validation_step calls too
                     for attr in _attrs(use.val):
                         if attr not in consumed:
                             continue  # state never read (a metric used as a loss function): sharing it is harmless
@@ -177,7 +214,7 @@ class ModuleCheck:
                                 use.node,
                                 code,
                                 message(code, f"self.{attr}") + f" ({hook} takes several dataloaders)",
-                                _fixes.one_instance_per_dataloader(self._key_of(attr), f"self.{attr}"),
+                                _fixes.one_instance_per_dataloader(self._key_of(attr), f"self.{attr}").text,
                             )
         for attr, phases in first.items():
             if "train" in phases and "val" in phases:
@@ -188,8 +225,61 @@ class ModuleCheck:
                     use.node,
                     code,
                     message(code, f"self.{attr}"),
-                    _fixes.one_instance_per_phase(f"self.{attr}"),
+                    _fixes.one_instance_per_phase(f"self.{attr}").text,
                 )
+
+    def _never_updated(self, hooks: list[str], reached: dict[str, list[str]]) -> Iterator[Raw]:
+        """A metric object logged, and nothing in the project ever updates it (a half-applied fix)."""
+        updated = {a for ev in self.events.values() for u in ev.uses if u.val and u.kind in ("update", "forward")
+                   for a in _attrs(u.val)}  # fmt: skip
+        seen: set[int] = set()
+        for hook in hooks:
+            for method in reached[hook]:
+                for log in self.events[method].logs:
+                    for key, val, _ in log.items:
+                        if val.kind != OBJECT or not val.definite or id(log.node) in seen:
+                            continue
+                        roots = {a.split("[", 1)[0].split(".", 1)[0] for a in _attrs(val)}
+                        if set(_attrs(val)) & updated or not all(self._only_logged(r) for r in roots):
+                            continue
+                        seen.add(id(log.node))
+                        code = "never-updated"
+                        name = val.text if log.as_dict is not None else key
+                        fix = _fixes.update_it(name if name.startswith('"') else '"<key>"', val.text)
+                        yield Raw(self.sources[method], log.node, code, message(code, val.text), fix.text)
+
+    def _only_logged(self, root: str) -> bool:
+        """``self.<root>`` is only made, logged whole, or reset in the class, and named nowhere else in the
+        project (a callback or a helper function may update it)."""
+        import re
+
+        pattern = re.compile(rf"\.{re.escape(root)}\b\s*(\(|\.(update|forward)\b|\[)")
+        if any(pattern.search(f.text) for f in self.table.project.files):
+            return False
+        for func, _ in self.table.methods.values():
+            parents = {c: n for n in ast.walk(func) for c in ast.iter_child_nodes(n)}
+            for node in ast.walk(func):
+                dynamic = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                if dynamic and node.args[1:] and not isinstance(node.args[1], ast.Constant):
+                    return False  # getattr(self, f"{stage}_acc") may name it
+                if not (isinstance(node, ast.Attribute) and is_self(node.value) and node.attr == root):
+                    continue
+                parent = parents.get(node)
+                if isinstance(node.ctx, ast.Store) or (isinstance(parent, ast.Assign) and parent.value is node):
+                    continue  # made (or aliased in __init__: self.a = self.b is a new name, not an update)
+                if isinstance(parent, ast.keyword):
+                    parent = parents.get(parent)
+                logged = isinstance(parent, ast.Call) and isinstance(parent.func, ast.Attribute)
+                if logged and node is not parent.func and parent.func.attr in ("log", "log_dict"):  # type: ignore[union-attr]
+                    continue
+                if isinstance(parent, ast.Attribute) and parent.attr in ("reset", "compute"):
+                    continue
+                return False
+        return True
+
+
+#: Codes whose fix rewrites the logging call itself.
+_MOVED = ("running-value-averaged", "batch-values-averaged", "derived-value")
 
 
 def _attrs_consumed(events: dict[str, MethodEvents]) -> set[str]:

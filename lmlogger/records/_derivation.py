@@ -29,16 +29,86 @@ class Derivation:
     epoch_expression: str  # the same expression computed once per epoch, from compute()
 
 
+@dataclass(frozen=True)
+class CallSite:
+    """The ``self.log``/``self.log_dict`` call as written, as far as a fix must keep it working.
+
+    ``updates``: every metric call inside the logged value (``self.f1(probs, y)``), as ``(receiver, args)``
+    source text, so that a fix which logs the object keeps the update the call made. ``collection``: the
+    collection whose call result was given whole to ``log_dict`` (``self.log_dict(self.metrics(p, y))``).
+    """
+
+    updates: tuple[tuple[str, str], ...] = ()
+    collection: str | None = None
+    entry: bool = False  # the value is one entry of a dict given to ``log_dict`` (other keys share the call)
+
+
 _trees: dict[str, ast.Module | None] = {}
+_texts: dict[str, str] = {}
 
 
 def _tree(filename: str) -> ast.Module | None:
     if filename not in _trees:
+        _texts[filename] = "".join(linecache.getlines(filename))
         try:
-            _trees[filename] = ast.parse("".join(linecache.getlines(filename)) or "\n")
+            _trees[filename] = ast.parse(_texts[filename] or "\n")
         except (SyntaxError, ValueError):
             _trees[filename] = None
     return _trees[filename]
+
+
+def call_site(frame: FrameType, key: str, metric_attributes: set[str]) -> CallSite | None:
+    """The call site of the value logged under ``key`` at ``frame``'s ``self.log``/``self.log_dict`` (``None``:
+    no source to read)."""
+    tree = _tree(frame.f_code.co_filename)
+    if tree is None:
+        return None
+    function = _function_at(tree, frame.f_code.co_name, frame.f_lineno)
+    call = _log_call_at(function, frame.f_lineno) if function is not None else None
+    if call is None:
+        return None
+    return site_of(call, key, _texts[frame.f_code.co_filename], metric_attributes)
+
+
+def site_of(call: ast.Call, key: str | None, text: str, metric_attributes: set[str]) -> CallSite | None:
+    """:class:`CallSite` of one parsed ``self.log``/``self.log_dict`` call of the source ``text``.
+
+    ``key``: the key whose value is meant (a ``log_dict`` literal's entry). Shared by the runtime (which
+    reads the source of the call it saw) and lint, so both word one fix. ``None`` where the value logged
+    under ``key`` cannot be told from the call (a ``log_dict`` of a dict made elsewhere).
+    """
+    assert isinstance(call.func, ast.Attribute)
+    if call.func.attr == "log_dict":
+        mapping = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "dictionary"), None)
+        if isinstance(mapping, ast.Call) and _is_metric_call(mapping, metric_attributes):
+            receiver, args = _call_parts(mapping, text)
+            return CallSite(((receiver, args),), receiver)
+    expression = _value_expression(call, key or "")
+    if expression is None:
+        return None
+    updates = [
+        _call_parts(node, text)
+        for node in ast.walk(expression)
+        if isinstance(node, ast.Call)
+        and _is_metric_call(node, metric_attributes)
+        and not (isinstance(node.func, ast.Attribute) and node.func.attr == "compute")
+    ]
+    return CallSite(tuple(sorted(set(updates), key=updates.index)), entry=call.func.attr == "log_dict")
+
+
+def _call_parts(call: ast.Call, text: str) -> tuple[str, str]:
+    """``("self.f1", "probs, y")`` for ``self.f1(probs, y)`` or ``self.f1.forward(probs, y)``: the source as written."""
+    func = call.func
+    receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "forward" else func
+    pieces = [_segment(text, node) for node in (*call.args, *call.keywords)]
+    return _segment(text, receiver), ", ".join(pieces)
+
+
+def _segment(text: str, node: ast.AST) -> str:
+    segment = ast.get_source_segment(text, node) if text else None
+    if segment is None or "\n" in segment:
+        return ast.unparse(node)
+    return segment
 
 
 def user_frame(skip_files: tuple[str, ...]) -> FrameType | None:

@@ -75,6 +75,8 @@ FINDINGS: dict[str, str] = {
     "step really had",
     "reset-before-log": "a metric object logged for the epoch was reset by user code before Lightning computed its "
     "epoch value, so Lightning logged compute() of an empty or partial state",
+    "never-updated": "a metric object logged whose update()/forward() is never called: Lightning logs compute() "
+    "of an empty state",
     "decision-on-mismatch": "a callback (ModelCheckpoint, EarlyStopping, an LR scheduler's monitor) acted on this "
     "key in an epoch whose value was mismatched",
 }

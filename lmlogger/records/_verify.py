@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lmlogger.records._derivation import CallSite
 from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
@@ -40,6 +41,8 @@ class Facts:
     world_size: int = 1
     weights: tuple[int, int] | None = None  # (Lightning's weight, true rows) of a step that disagreed
     weight_mismatch: bool = False  # set without ``weights`` when re-judging from a record
+    call: CallSite | None = None  # the logging call as written (None: its source was not read)
+    never_updated: bool = False  # a metric object logged that nothing has updated in the run
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -78,6 +81,8 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
         found.append("padded-duplicates")
     if verdict == "mismatch" and (facts.weights is not None or facts.weight_mismatch):
         found.append("weight-mismatch")
+    if facts.never_updated and facts.kind == METRIC_OBJECT:
+        found.append("never-updated")
     return found
 
 
@@ -111,14 +116,18 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
     for code in findings:
         if code in ("running-value-averaged", "batch-values-averaged"):
             if facts.index is not None:
-                return (
+                return _kept_updates(facts) + (
                     f'self.log("{name}", {attr}.compute(){_index_text(facts.index)}) in {epoch_hook}, once per '
                     f"epoch, before {attr}.reset()"
                 )
             on_step = "True" if (facts.on_step and code == "batch-values-averaged") else "False"
             text = f'self.log("{name}", {attr}, on_epoch=True, on_step={on_step})'
+            if facts.call is not None:  # the call as written: keep the update it made, in its own statement
+                return "; ".join(_object_statements(facts, attr, on_step == "True")) + remove
             if code == "batch-values-averaged" and facts.on_step:
                 text = f"{attr}(preds, target) (forward, for the step value), then {text}"
+            elif code == "batch-values-averaged":  # the call as written is unknown: keep its update in words
+                text = f"{attr}.update(preds, target) in place of the forward() call, then {text}"
             return text + remove
         if code == "reset-before-log":
             hook = early[0] if early else epoch_hook
@@ -128,7 +137,9 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
             )
         if code == "derived-value":
             expression = facts.derived_epoch_expression or f"{facts.derived_source}"
-            return f'self.log("{name}", {expression}) in {epoch_hook}, once per epoch, before the metric\'s reset()'
+            return _kept_updates(facts) + (
+                f'self.log("{name}", {expression}) in {epoch_hook}, once per epoch, before the metric\'s reset()'
+            )
         if code == "state-carried-over":
             if facts.kind == METRIC_OBJECT:
                 return f'{attr}.reset() at the start of each epoch, or log it only with self.log("{name}", {attr})'
@@ -148,6 +159,84 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
             return _weight_fix(facts)
         if code == "padded-duplicates":
             return _padding_fix(facts)
+        if code == "never-updated":
+            return f'{attr}.update(preds, target) in the step, before self.log("{name}", {attr})'
+    return None
+
+
+def _object_statements(facts: Facts, attr: str, on_step: bool) -> list[str]:
+    """The statements that log the metric object instead of a value, keeping every update the old value's
+    expression made (``self.f1(p, y)`` inside the call): as ``update()``, or as ``forward()`` where the step
+    value is logged too."""
+    call = facts.call or CallSite()
+    verb = "" if on_step else ".update"
+    out = [f"{receiver}{verb}({args})" for receiver, args in call.updates]
+    if call.entry:  # log_dict({"f1": self.f1(p, y), "loss": loss}): the entry changes, the call stays
+        flags = f"on_epoch=True, on_step={on_step}"
+        entry = f'"{facts.name}": {attr} as its entry in the self.log_dict(..., {flags}) call'
+        return [f"{'; '.join(out)} before the call, and {entry}" if out else entry]
+    if call.collection is not None:  # log_dict(self.metrics(p, y)): the collection is logged whole
+        out.append(f"self.log_dict({call.collection}, on_epoch=True, on_step={on_step})")
+    else:
+        out.append(f'self.log("{facts.name}", {attr}, on_epoch=True, on_step={on_step})')
+    return out
+
+
+def _kept_updates(facts: Facts) -> str:
+    """``self.mc.update(p, y) in place of the call; `` when the logged expression made updates itself."""
+    if facts.call is None or not facts.call.updates:
+        return ""
+    kept = "; ".join(f"{receiver}.update({args})" for receiver, args in facts.call.updates)
+    return f"{kept} in place of the call; "
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    """The edits of :func:`fix_for`'s fix, for a tool that applies them (``lmlogger lint --fix``).
+
+    ``replace``: the statements that take the logging statement's place (``()`` deletes it, ``None`` keeps
+    it); ``after``: statements inserted right after it; ``epoch_statements`` go first in the class's
+    ``epoch_hook``; ``remove_reset``: ``(metric, hook)``, the ``metric.reset()`` statement to delete there.
+    """
+
+    code: str
+    replace: tuple[str, ...] | None = None
+    after: tuple[str, ...] = ()
+    epoch_hook: str | None = None
+    epoch_statements: tuple[str, ...] = ()
+    remove_reset: tuple[str, str] | None = None
+
+
+def fix_plan(facts: Facts, findings: list[str]) -> FixPlan | None:
+    """The edits of the fix :func:`fix_for` prints for the same facts, or ``None`` where that fix is not
+    a mechanical edit of the source (a new metric instance, a sampler, ``batch_size=``) or the call as
+    written is not known (``facts.call``)."""
+    attr = f"self.{facts.attribute}" if facts.attribute else "self.<metric>"
+    epoch_hook = f"on_{_hook_phase(facts.phase)}_epoch_end"
+    early = [h for h in facts.reset_hooks if h in _EARLY_RESET_HOOKS] if facts.phase == "train" else []
+    call = facts.call
+    for code in findings:
+        if fix_for(facts, [code]) is None:
+            continue
+        if code in ("running-value-averaged", "batch-values-averaged", "derived-value"):
+            if call is None or call.entry:
+                return None  # unknown, or one entry of a log_dict dict: the other keys share the call
+            updates = tuple(f"{receiver}.update({args})" for receiver, args in call.updates)
+            if code == "derived-value":
+                expression = facts.derived_epoch_expression or f"{facts.derived_source}"
+                log = f'self.log("{facts.name}", {expression})'
+                return FixPlan(code, replace=updates, epoch_hook=epoch_hook, epoch_statements=(log,))
+            if facts.index is not None:
+                log = f'self.log("{facts.name}", {attr}.compute(){_index_text(facts.index)})'
+                return FixPlan(code, replace=updates, epoch_hook=epoch_hook, epoch_statements=(log,))
+            on_step = facts.on_step and code == "batch-values-averaged"
+            removed = (attr, early[0]) if early else None
+            return FixPlan(code, replace=tuple(_object_statements(facts, attr, on_step)), remove_reset=removed)
+        if code == "reset-before-log":
+            return FixPlan(code, remove_reset=(attr, early[0] if early else epoch_hook))
+        if code == "state-carried-over" and facts.kind != METRIC_OBJECT:
+            return FixPlan(code, after=(f"{attr}.reset()",))
+        return None
     return None
 
 

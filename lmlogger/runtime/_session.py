@@ -27,7 +27,7 @@ from torch.nn import ModuleDict, ModuleList
 from torchmetrics import MaxMetric, Metric, MetricCollection, MinMetric
 from torchmetrics.wrappers import MinMaxMetric, Running
 
-from lmlogger.records._derivation import derivation, user_frame
+from lmlogger.records._derivation import call_site, derivation, user_frame
 from lmlogger.records._errors import MismatchError, warn_user
 from lmlogger.records._gap import format_gap, relative_gap
 from lmlogger.records._records import VerificationRecord
@@ -256,6 +256,11 @@ class Session:
                     tap = self._tap(classified.metric, classified.attribute)
                     self._bind(classified.metric, tracker.on_epoch)
                     tracker.attribute = tracker.attribute or tap.attribute
+        if not tracker.call_checked and tracker.step_hook and tracker.on_epoch:
+            tracker.call_checked = True  # once per key: the call as written, so a fix keeps its updates
+            frame = user_frame(_SKIP_FILES)
+            if frame is not None:
+                tracker.call = call_site(frame, tracker.name, self._metric_roots())
         if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
             frame = user_frame(_SKIP_FILES)
@@ -490,6 +495,8 @@ class Session:
                 reference, reason = None, self.failed_internally
             phases = tap.phases_updated - {"sanity"} if tap is not None else set()
             shared_dl = tap is not None and len(tap.dls_updated.get(tracker.phase, ())) > 1
+            # a forward() value is batch-local: sharing the instance reaches only keys that read its state
+            reads_state = tracker.kind != METRIC_FORWARD
             facts = Facts(
                 name=tracker.name,
                 kind=tracker.kind or TENSOR,
@@ -500,8 +507,8 @@ class Session:
                 attribute=tracker.attribute,
                 phase=tracker.phase,
                 carried=0 if _best_aggregator(tracker) else self._carried(tracker.metric, owner),
-                shared=len(phases) > 1 or shared_dl,
-                shared_dataloaders=shared_dl and len(phases) <= 1,
+                shared=(len(phases) > 1 or shared_dl) and reads_state,
+                shared_dataloaders=shared_dl and len(phases) <= 1 and reads_state,
                 stale=tracker.stale,
                 rank_local=world > 1 and tracker.kind == TENSOR and not tracker.sync_dist,
                 reset_before_log=bool(
@@ -517,6 +524,12 @@ class Session:
                 duplicates=count.duplicates,
                 world_size=world,
                 weights=count.weights,
+                call=tracker.call,
+                never_updated=bool(
+                    tap is not None
+                    and not tap.phases_updated
+                    and not any(self.taps.get(id(c)) for _, c in stateful_children(tracker.metric))
+                ),
             )
             verdict, findings, fix, reason = judge(facts, logged, reference, reason, max(opts.rtol, floor), opts.atol)
             records.append(

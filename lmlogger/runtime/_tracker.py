@@ -33,6 +33,8 @@ class KeyTracker:
     evidence: NumberEvidence | None = None  # Python numbers logged this epoch, for the value comparison
     derived: Any = None  # a Derivation when the value is computed from a metric result (read once)
     derived_checked: bool = False
+    call: Any = None  # the CallSite of the self.log call as written (read once)
+    call_checked: bool = False
     batch_size: int | None = None
     batch_size_source: str = "default"
     ledger: TensorLedger | None = None
