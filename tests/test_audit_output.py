@@ -129,6 +129,24 @@ def test_terminal_table_reads_at_80_columns(run):
             assert key.verdict in words
 
 
+def test_plain_table_rows_fit_80_columns_and_never_cut_a_verdict(run):
+    """With a 16-character key (`f1_forward_epoch`) every row of the plain table fits 80 columns, with the verdict
+    whole right after the key and the gap printed as everywhere else."""
+    report = lmlogger.audit(run)
+    text = report.to_table()
+    rows = table_rows(text)
+    assert "f1_forward_epoch" in rows
+    by_key = report.by_key()
+    for name, cells in rows.items():
+        line = next(line for line in text.splitlines() if line.startswith(name + " "))
+        assert len(line) <= 80, line
+        key = by_key[name]
+        assert cells["verdict"] == (key.verdict or "step only")
+        worst = key.worst_epoch()
+        if key.verdict in ("match", "mismatch"):
+            assert cells["gap"] == format_gap(worst[1])
+
+
 def test_import_and_audit_never_load_torch(run):
     """`import lmlogger` and an audit (library and CLI) import no torch, Lightning or torchmetrics."""
     code = f"""

@@ -140,3 +140,71 @@ def test_decision_warnings_point_at_the_users_fit_line(runs):
     assert decision, wrong.stderr[-3000:]
     assert all(line.startswith(f"{script}:{_line_of('# FIT LINE')}: UserWarning") for line in decision), decision
     assert not re.search(r"lmlogger/runtime/\S+\.py:\d+: UserWarning", wrong.stderr)
+
+
+# -- the install a hook or a CI job does pulls no training stack ------------------------------------------------
+def test_core_install_requires_no_torch_lightning_or_torchmetrics():
+    """`pip install lmlogger` (no extra) is the readers: none of its requirements is the training stack; the
+    `lightning` extra brings Lightning and torchmetrics, and the test extra trains too."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        project = tomllib.load(fh)["project"]
+    heavy = re.compile(r"^(torch|lightning|pytorch-lightning|torchmetrics)\b")
+    assert not [r for r in project["dependencies"] if heavy.match(r)]
+    extras = project["optional-dependencies"]
+    assert {r.split(">")[0] for r in extras["lightning"]} == {"lightning", "torchmetrics"}
+    assert set(extras["lightning"]) <= set(extras["test"]) and set(extras["lightning"]) <= set(extras["all"])
+
+
+def test_verified_logger_without_lightning_says_what_to_install():
+    """Where Lightning is not installed, `from lmlogger import VerifiedLogger` stops with one line naming the extra;
+    `import lmlogger` and the readers still work."""
+    code = textwrap.dedent(
+        """
+        import sys
+        class NoLightning:  # the training stack is not installed
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("lightning", "torch", "torchmetrics", "pytorch_lightning"):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, NoLightning())
+        import lmlogger, lmlogger.lint, lmlogger.cli
+        try:
+            from lmlogger import VerifiedLogger
+        except ModuleNotFoundError as err:
+            print(err)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "lmlogger.VerifiedLogger needs PyTorch Lightning and torchmetrics (lightning is not installed): "
+        "pip install 'lmlogger[lightning]' (`lmlogger lint` and `lmlogger audit` need neither)"
+    ]
+
+
+def test_readme_names_lint_wandb_and_every_finding():
+    """The README a new user reads first mentions the static check, W&B and every finding code."""
+    from lmlogger.records._records import FINDINGS
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    assert "lmlogger lint" in readme and "Weights & Biases" in readme
+    missing = [code for code in FINDINGS if f"`{code}`" not in readme]
+    assert not missing
+    assert "docs/verdicts.md#findings" in readme
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's test command and `.ci/run`'s are one command."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as fh:
+        ci = fh.read()
+    commands = re.findall(r"^python -c \"import torch\".*$", readme, re.M)
+    assert len(commands) == 2
+    assert commands[1] in ci.splitlines()
+    assert "'.[lightning,tensorboard]'" in commands[0] and commands[0].endswith("python examples/quickstart.py")
