@@ -48,7 +48,7 @@ def table_rows(text):
             spans = [m.span() for m in re.finditer(r"-+", line)]
             header = [lines[n - 1][a:b].strip() for a, b in spans]
             continue
-        if spans is None or not line.strip():
+        if spans is None or not line.strip() or line.startswith(("findings / fix / reason:", "problem:")):
             spans = None
             continue
         cells = [line[a : (b if i < len(spans) - 1 else None)].strip() for i, (a, b) in enumerate(spans)]
