@@ -19,9 +19,9 @@ from pathlib import Path
 
 from lmlogger.lint._check import check
 from lmlogger.lint._config import ConfigError, codes, load
-from lmlogger.lint._model import CODES, Finding, InputError, LintResult
+from lmlogger.lint._model import ADVICE, CODES, Finding, InputError, LintResult
 
-__all__ = ["CODES", "ConfigError", "Finding", "InputError", "LintResult", "lint", "main"]
+__all__ = ["ADVICE", "CODES", "ConfigError", "Finding", "InputError", "LintResult", "lint", "main"]
 
 _VERSION = "0.1.0"
 
@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
     parser.add_argument("--select", default=None, metavar="CODES", help="comma-separated finding codes to report")
     parser.add_argument("--ignore", default=None, metavar="CODES", help="comma-separated finding codes to skip")
+    parser.add_argument(
+        "--statistics", action="store_true", help="print the number of findings per code instead of each finding"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
         report = _output.sarif(result, _VERSION)
     elif args.format == "github":
         report = _output.github(result)
+    elif getattr(args, "statistics", False):
+        report = _output.statistics(result)
     else:
         report = "\n".join(terminal(line) for line in _output.text(result).splitlines())
     if report:
