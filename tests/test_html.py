@@ -17,6 +17,7 @@ import lmlogger
 from lmlogger import VerifiedLogger
 from lmlogger.audit import AuditReport, EpochReport, KeyReport, RunReport
 from lmlogger.audit._html import to_html
+from lmlogger.records._gap import format_gap
 
 
 def chromium():
@@ -209,29 +210,34 @@ def tensorboard_views(run_dir):
 
 
 def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(run):
-    """The TEXT tab's last table has one row per key with its worst epoch, values and gap (as the audit says);
-    the fixes follow the table, so no long cell squeezes the numbers."""
+    """The TEXT tab's last table has six narrow columns, one row per key (mismatches first) with its verdict, the
+    gap at its worst epoch, which epoch and both values (as the audit says); how each key was logged, its findings
+    and its fix follow the table, one key per line, so no cell is wide enough for a word to break."""
     run_dir, _ = run
     texts, _ = tensorboard_views(run_dir)
     _, tag, table = texts[-1]
     assert tag == "lmlogger/verification/text_summary"  # what TensorBoard shows as the tag name
-    head, _, fixes = table.partition("\n\n**Fix**\n\n")
+    head, _, details = table.partition("\n\n**Per key**: provenance in hook; findings; fix\n\n")
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in head.splitlines()[2:]}
-    assert head.splitlines()[0] == (
-        "| key | provenance | hook | verdict | worst epoch | logged | reference | gap | findings |"
-    )
-    key = lmlogger.audit(run_dir).by_key()["f1_compute"]
+    assert head.splitlines()[0] == "| key | verdict | gap | epoch | logged | reference |"
+    report = lmlogger.audit(run_dir)
+    key = report.by_key()["f1_compute"]
     gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in key.epochs]
     worst = key.epochs[gaps.index(max(gaps))]
-    _, provenance, hook, verdict, epoch, logged, reference, gap, findings = rows["f1_compute"]
-    assert (provenance, hook, verdict, findings) == ("metric_compute", "training_step", "mismatch",
-                                                    "running-value-averaged")  # fmt: skip
+    _, verdict, gap, epoch, logged, reference = rows["f1_compute"]
+    assert verdict == "**mismatch**"
     assert epoch == f"train {worst.epoch}"
     assert (float(logged), float(reference)) == pytest.approx((worst.logged, worst.reference), rel=1e-5)
-    assert gap.endswith("%") and float(gap[:-1]) == pytest.approx(100 * max(gaps), rel=0.06)
-    assert rows["f1_object"][3] == "match"
-    assert f"* f1_compute: `` {key.fix} ``" in fixes.splitlines()
-    assert all(len(cell) <= 40 for row in rows.values() for cell in row[1:])  # no cell wide enough to wrap digits
+    assert gap == format_gap(max(gaps))
+    assert rows["f1_object"][1] == "match"
+    verdicts = [cells[1].strip("*") for cells in rows.values()]
+    assert verdicts == sorted(verdicts, key=lambda v: {"mismatch": 0, "unverified": 1, "match": 2}.get(v, 3))
+    assert (
+        f"* f1_compute: metric_compute in training_step; running-value-averaged; fix: `` {key.fix} ``"
+        in details.splitlines()
+    )
+    assert "* f1_object: metric_object in training_step" in details.splitlines()
+    assert all(len(cell) <= 16 for row in rows.values() for cell in row[1:])  # narrow: no word breaks
 
 
 def test_tensorboard_charts_name_both_lines_and_draw_the_gap_apart(run):
