@@ -89,6 +89,39 @@ def test_each_key_shows_its_worst_epoch_gap_chart_findings_and_fix(run):
     assert html.escape(key.fix) in body
 
 
+def test_mismatches_come_first_with_their_fix_in_the_top_table(run):
+    """The page opens on what is wrong: the top table and the key sections list mismatches first, the top table
+    carries each key's fix, and `AuditReport.to_html()` is the page the run saved."""
+    run_dir, _ = run
+    report = lmlogger.audit(run_dir)
+    page = page_of(run_dir)
+    assert report.to_html() == page
+    order = {"mismatch": 0, "unverified": 1, "match": 2}
+    sections = re.findall(r'<section class="key-section[^"]*" id="[^"]+" data-key="([^"]+)"', page)
+    verdicts = [order.get(report.by_key()[html.unescape(k)].verdict or "", 3) for k in sections]
+    assert verdicts == sorted(verdicts) and verdicts[0] == 0
+    table = page[page.index("<tbody>") : page.index("</tbody>")]
+    rows = table.split("<tr>")[1:]
+    first = next(k for k in report.runs[0].keys if k.verdict == "mismatch" and k.fix)
+    mismatched = [r for r in rows if "badge mismatch" in r]
+    assert rows[: len(mismatched)] == mismatched  # every mismatch row before the others
+    assert any(f"<code>{html.escape(first.fix)}</code>" in r for r in mismatched)
+
+
+def test_chart_ticks_are_round_numbers_and_keys_break_only_between_parts():
+    """The y axis is labelled with round values (0.4, 0.5, ...), not the data's extremes; a long key may break
+    after `/`, `.`, `_` or `-`, never inside a word."""
+    from lmlogger.audit._html import _key_name, nice_ticks
+
+    ticks, low, high = nice_ticks(0.4513, 0.7431)
+    assert [label for _, label in ticks] == ["0.4", "0.5", "0.6", "0.7", "0.8"]
+    assert (low, high) == pytest.approx((0.4, 0.8))
+    assert [label for _, label in nice_ticks(0.5700, 0.5776)[0]] == ["0.570", "0.572", "0.574", "0.576", "0.578"]
+    assert [label for _, label in nice_ticks(-3.2, 41.0)[0]] == ["-10", "0", "10", "20", "30", "40", "50"]
+    assert _key_name("val/f1_macro") == "val/<wbr>f1_<wbr>macro"
+    assert _key_name("<b>") == "&lt;b&gt;"
+
+
 def test_the_page_loads_nothing_and_runs_nothing(run):
     """No script, no stylesheet or image link, no remote URL: a CSP forbids every fetch anyway."""
     page = page_of(run[0])
