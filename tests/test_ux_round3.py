@@ -208,3 +208,36 @@ def test_readme_test_command_is_what_ci_runs():
     assert len(commands) == 2
     assert commands[1] in ci.splitlines()
     assert "'.[lightning,tensorboard]'" in commands[0] and commands[0].endswith("python examples/quickstart.py")
+
+
+# -- folder and checkpoint audits say what they read --------------------------------------------------------------
+def test_a_folder_audit_prints_each_runs_decisions_beside_it_and_counts_the_runs(runs):
+    """A folder of two runs: the mismatch run's decisions follow its own table (not the last run's), and the
+    audit ends with how many runs it read."""
+    tmp, _, _ = runs
+    import lmlogger
+
+    lines = lmlogger.audit(str(tmp / "logs")).to_table().splitlines()
+    headers = [n for n, line in enumerate(lines) if "(csv, complete; stages: fit, validate)" in line]
+    assert len(headers) == 2
+    decisions = next(n for n, line in enumerate(lines) if line.startswith("decisions ("))
+    wrong = next(n for n in headers if "wrong" in lines[n])
+    assert "wrong" in lines[decisions]
+    assert wrong < decisions and not any(wrong < n < decisions for n in headers if n != wrong)
+    assert lines[-1] == "2 runs read"
+
+
+def test_a_checkpoint_audit_says_what_a_checkpoint_cannot_tell(runs):
+    """A checkpoint holds each key's last closed epoch, not how it was logged: the audit says so and shows no
+    `unknown` provenance or hook as a fact, and points at the run for the rest."""
+    tmp, _, _ = runs
+    import glob
+
+    import lmlogger
+
+    [ckpt] = glob.glob(str(tmp / "logs" / "wrong" / "version_0" / "checkpoints" / "*.ckpt"))
+    text = lmlogger.audit(ckpt).to_table()
+    assert "unknown" not in text
+    assert "checkpoint: each key's last closed epoch, the gap that epoch's, not the run's worst" in text
+    assert f"`lmlogger audit {os.path.join('logs', 'wrong', 'version_0')}`" in text
+    assert "stages: -" not in text

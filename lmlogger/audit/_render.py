@@ -8,6 +8,7 @@ run is escaped for the format (:mod:`lmlogger.audit._escape`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ def stage_label(run: RunReport, index: int) -> str:
 
 def _rows(run: RunReport) -> list[_Row]:
     several = len({e.stage for key in run.keys for e in key.epochs}) > 1
+    ckpt = run.checkpoint is not None  # a checkpoint holds no provenance or hook: shown as not known, not a fact
     rows = []
     for key in run.keys:
         worst = key.worst_epoch()
@@ -71,8 +73,8 @@ def _rows(run: RunReport) -> list[_Row]:
             _Row(
                 key=key,
                 name=terminal(key.key),
-                provenance=terminal(key.provenance),
-                hook=terminal(key.hook),
+                provenance="-" if ckpt and key.provenance == "unknown" else terminal(key.provenance),
+                hook="hook not in the checkpoint" if ckpt and key.hook == "unknown" else terminal(key.hook),
                 epoch=where,
                 logged=_num(epoch.logged) if epoch else "-",
                 reference=_num(epoch.reference) if epoch else "-",
@@ -87,6 +89,14 @@ def _rows(run: RunReport) -> list[_Row]:
 
 
 def _state(run: RunReport, escape: Any = terminal) -> str:
+    if run.checkpoint is not None:
+        sidecar = run.checkpoint.get("sidecar")
+        run_dir = os.path.dirname(os.path.dirname(sidecar)) if isinstance(sidecar, str) and sidecar else None
+        where = f": `lmlogger audit {escape(run_dir)}`" if run_dir else ""
+        return (
+            "checkpoint: each key's last closed epoch, the gap that epoch's, not the run's worst; provenance, hook "
+            f"and stages are in the run{where}"
+        )
     state = "complete" if run.complete else "INCOMPLETE (the last stage never closed: killed or crashed)"
     stages = ", ".join(escape(stage.label or stage.stage) for stage in run.stage_details)
     return f"{escape(run.backend)}, {state}; stages: {stages or '-'}"
