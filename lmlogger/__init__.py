@@ -18,11 +18,23 @@ if _typing.TYPE_CHECKING:
 __all__ = ["AuditReport", "MismatchError", "VerifiedLogger", "audit"]
 __version__ = "0.1.0"
 
+# What the core install leaves out (the `lightning` extra brings it): only the runtime imports these.
+_TRAINING_STACK = frozenset({"torch", "lightning", "lightning_fabric", "lightning_utilities", "torchmetrics"})
+
 
 def __getattr__(name: str) -> _typing.Any:
     # Only VerifiedLogger is lazy; any other unknown name is an AttributeError as usual.
     if name == "VerifiedLogger":
-        from lmlogger.runtime._logger import VerifiedLogger
+        try:
+            from lmlogger.runtime._logger import VerifiedLogger
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] not in _TRAINING_STACK:
+                raise
+            raise ModuleNotFoundError(
+                f"lmlogger.VerifiedLogger needs PyTorch Lightning and torchmetrics ({err.name} is not installed): "
+                "pip install 'lmlogger[lightning]' (`lmlogger lint` and `lmlogger audit` need neither)",
+                name=err.name,
+            ) from None
 
         globals()["VerifiedLogger"] = VerifiedLogger
         return VerifiedLogger

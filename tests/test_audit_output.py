@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import lmlogger
 from lmlogger import VerifiedLogger
+from lmlogger.records._gap import format_gap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("torch", "lightning", "torchmetrics", "pytorch_lightning")
@@ -39,12 +40,19 @@ def run(tmp_path_factory):
 
 
 def table_rows(text):
-    """``{key: [cells]}`` of the plain table's rows (cells are separated by two or more spaces)."""
-    rows = {}
-    for line in text.splitlines():
-        cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) >= 8 and cells[0] != "key" and not line.startswith("-"):
-            rows[cells[0]] = cells
+    """``{key: {column: cell}}`` of the plain table's rows (columns are where the dashes under the header are)."""
+    rows, spans, header = {}, None, None
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("---") and n:
+            spans = [m.span() for m in re.finditer(r"-+", line)]
+            header = [lines[n - 1][a:b].strip() for a, b in spans]
+            continue
+        if spans is None or not line.strip() or line.startswith(("findings / fix / reason:", "problem:")):
+            spans = None
+            continue
+        cells = [line[a : (b if i < len(spans) - 1 else None)].strip() for i, (a, b) in enumerate(spans)]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
     return rows
 
 
@@ -61,7 +69,8 @@ def test_headline_is_the_worst_epoch_with_its_gap(run):
         epoch, gap = key.worst_epoch()
         assert (epoch.epoch, gap) == (worst, gaps[worst])
         cells = rows[key.key]
-        assert cells[3:7] == [str(worst), f"{epoch.logged:.6g}", f"{epoch.reference:.6g}", f"{100 * gap:.2g}%"]
+        shown = [cells[c] for c in ("epoch", "logged", "reference", "gap")]
+        assert shown == [str(worst), f"{epoch.logged:.6g}", f"{epoch.reference:.6g}", format_gap(gap)]
         moved += worst != key.epochs[-1].epoch
     assert moved  # at least one key's worst epoch is not its last (f1_compute: epoch 0)
     data = json.loads(cli("audit", run, "--format", "json").stdout)
@@ -73,10 +82,10 @@ def test_a_rejudged_mismatch_shows_a_gap_beyond_the_tolerance(run):
     """With --rtol 1e-2 every row still called a mismatch shows a gap above 1% (the old table printed the last
     epoch, whose numbers could agree to 0.2%)."""
     rows = table_rows(cli("audit", run, "--rtol", "1e-2").stdout)
-    mismatched = [cells for cells in rows.values() if cells[7] == "mismatch"]
+    mismatched = [cells for cells in rows.values() if cells["verdict"] == "mismatch"]
     assert mismatched
     for cells in mismatched:
-        assert float(cells[6].rstrip("%")) > 1.0, cells
+        assert float(cells["gap"].rstrip("%")) > 1.0, cells
 
 
 def test_markdown_shows_the_worst_epoch(run):
@@ -84,7 +93,7 @@ def test_markdown_shows_the_worst_epoch(run):
     worst, gap = lmlogger.audit(run).by_key()["f1_compute"].worst_epoch()
     row = next(line for line in md.splitlines() if line.startswith("| `f1_compute` |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[3:7] == [str(worst.epoch), f"{worst.logged:.6g}", f"{worst.reference:.6g}", f"{100 * gap:.2g}%"]
+    assert cells[3:7] == [str(worst.epoch), f"{worst.logged:.6g}", f"{worst.reference:.6g}", format_gap(gap)]
 
 
 def test_print_report_and_public_renderers(run, capsys):
@@ -118,6 +127,24 @@ def test_terminal_table_reads_at_80_columns(run):
             assert code in words, code
         if key.verdict:
             assert key.verdict in words
+
+
+def test_plain_table_rows_fit_80_columns_and_never_cut_a_verdict(run):
+    """With a 16-character key (`f1_forward_epoch`) every row of the plain table fits 80 columns, with the verdict
+    whole right after the key and the gap printed as everywhere else."""
+    report = lmlogger.audit(run)
+    text = report.to_table()
+    rows = table_rows(text)
+    assert "f1_forward_epoch" in rows
+    by_key = report.by_key()
+    for name, cells in rows.items():
+        line = next(line for line in text.splitlines() if line.startswith(name + " "))
+        assert len(line) <= 80, line
+        key = by_key[name]
+        assert cells["verdict"] == (key.verdict or "step only")
+        worst = key.worst_epoch()
+        if key.verdict in ("match", "mismatch"):
+            assert cells["gap"] == format_gap(worst[1])
 
 
 def test_import_and_audit_never_load_torch(run):

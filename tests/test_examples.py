@@ -41,13 +41,12 @@ def table_rows(out):
     lines = out.splitlines()
     for i, line in enumerate(lines):
         header = line.split()
-        if header[:2] == ["key", "provenance"] and "verdict" in header:
-            verdict = header.index("verdict")
+        if header[:2] == ["key", "verdict"] and header[-1] == "provenance":
             for row in lines[i + 2 :]:
                 if not row.strip() or row.startswith(("findings / fix / reason:", "problem:")):
                     break
                 cells = row.split()
-                rows[cells[0]] = (cells[1], cells[verdict])
+                rows[cells[0]] = (cells[-1], cells[1])
     return rows
 
 

@@ -17,6 +17,7 @@ import lmlogger
 from lmlogger import VerifiedLogger
 from lmlogger.audit import AuditReport, EpochReport, KeyReport, RunReport
 from lmlogger.audit._html import to_html
+from lmlogger.records._gap import format_gap
 
 
 def chromium():
@@ -86,6 +87,39 @@ def test_each_key_shows_its_worst_epoch_gap_chart_findings_and_fix(run):
     assert body.count("<title>epoch ") == len([e for e in key.epochs if e.verdict == "mismatch"])  # ringed epochs
     assert "<code>running-value-averaged</code>: compute() logged from a step hook" in body
     assert html.escape(key.fix) in body
+
+
+def test_mismatches_come_first_with_their_fix_in_the_top_table(run):
+    """The page opens on what is wrong: the top table and the key sections list mismatches first, the top table
+    carries each key's fix, and `AuditReport.to_html()` is the page the run saved."""
+    run_dir, _ = run
+    report = lmlogger.audit(run_dir)
+    page = page_of(run_dir)
+    assert report.to_html() == page
+    order = {"mismatch": 0, "unverified": 1, "match": 2}
+    sections = re.findall(r'<section class="key-section[^"]*" id="[^"]+" data-key="([^"]+)"', page)
+    verdicts = [order.get(report.by_key()[html.unescape(k)].verdict or "", 3) for k in sections]
+    assert verdicts == sorted(verdicts) and verdicts[0] == 0
+    table = page[page.index("<tbody>") : page.index("</tbody>")]
+    rows = table.split("<tr>")[1:]
+    first = next(k for k in report.runs[0].keys if k.verdict == "mismatch" and k.fix)
+    mismatched = [r for r in rows if "badge mismatch" in r]
+    assert rows[: len(mismatched)] == mismatched  # every mismatch row before the others
+    assert any(f"<code>{html.escape(first.fix)}</code>" in r for r in mismatched)
+
+
+def test_chart_ticks_are_round_numbers_and_keys_break_only_between_parts():
+    """The y axis is labelled with round values (0.4, 0.5, ...), not the data's extremes; a long key may break
+    after `/`, `.`, `_` or `-`, never inside a word."""
+    from lmlogger.audit._html import _key_name, nice_ticks
+
+    ticks, low, high = nice_ticks(0.4513, 0.7431)
+    assert [label for _, label in ticks] == ["0.4", "0.5", "0.6", "0.7", "0.8"]
+    assert (low, high) == pytest.approx((0.4, 0.8))
+    assert [label for _, label in nice_ticks(0.5700, 0.5776)[0]] == ["0.570", "0.572", "0.574", "0.576", "0.578"]
+    assert [label for _, label in nice_ticks(-3.2, 41.0)[0]] == ["-10", "0", "10", "20", "30", "40", "50"]
+    assert _key_name("val/f1_macro") == "val/<wbr>f1_<wbr>macro"
+    assert _key_name("<b>") == "&lt;b&gt;"
 
 
 def test_the_page_loads_nothing_and_runs_nothing(run):
@@ -209,29 +243,34 @@ def tensorboard_views(run_dir):
 
 
 def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(run):
-    """The TEXT tab's last table has one row per key with its worst epoch, values and gap (as the audit says);
-    the fixes follow the table, so no long cell squeezes the numbers."""
+    """The TEXT tab's last table has six narrow columns, one row per key (mismatches first) with its verdict, the
+    gap at its worst epoch, which epoch and both values (as the audit says); how each key was logged, its findings
+    and its fix follow the table, one key per line, so no cell is wide enough for a word to break."""
     run_dir, _ = run
     texts, _ = tensorboard_views(run_dir)
     _, tag, table = texts[-1]
     assert tag == "lmlogger/verification/text_summary"  # what TensorBoard shows as the tag name
-    head, _, fixes = table.partition("\n\n**Fix**\n\n")
+    head, _, details = table.partition("\n\n**Per key**: provenance in hook; findings; fix\n\n")
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in head.splitlines()[2:]}
-    assert head.splitlines()[0] == (
-        "| key | provenance | hook | verdict | worst epoch | logged | reference | gap | findings |"
-    )
-    key = lmlogger.audit(run_dir).by_key()["f1_compute"]
+    assert head.splitlines()[0] == "| key | verdict | gap | epoch | logged | reference |"
+    report = lmlogger.audit(run_dir)
+    key = report.by_key()["f1_compute"]
     gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in key.epochs]
     worst = key.epochs[gaps.index(max(gaps))]
-    _, provenance, hook, verdict, epoch, logged, reference, gap, findings = rows["f1_compute"]
-    assert (provenance, hook, verdict, findings) == ("metric_compute", "training_step", "mismatch",
-                                                    "running-value-averaged")  # fmt: skip
+    _, verdict, gap, epoch, logged, reference = rows["f1_compute"]
+    assert verdict == "**mismatch**"
     assert epoch == f"train {worst.epoch}"
     assert (float(logged), float(reference)) == pytest.approx((worst.logged, worst.reference), rel=1e-5)
-    assert gap.endswith("%") and float(gap[:-1]) == pytest.approx(100 * max(gaps), rel=0.06)
-    assert rows["f1_object"][3] == "match"
-    assert f"* f1_compute: `` {key.fix} ``" in fixes.splitlines()
-    assert all(len(cell) <= 40 for row in rows.values() for cell in row[1:])  # no cell wide enough to wrap digits
+    assert gap == format_gap(max(gaps))
+    assert rows["f1_object"][1] == "match"
+    verdicts = [cells[1].strip("*") for cells in rows.values()]
+    assert verdicts == sorted(verdicts, key=lambda v: {"mismatch": 0, "unverified": 1, "match": 2}.get(v, 3))
+    assert (
+        f"* f1_compute: metric_compute in training_step; running-value-averaged; fix: `` {key.fix} ``"
+        in details.splitlines()
+    )
+    assert "* f1_object: metric_object in training_step" in details.splitlines()
+    assert all(len(cell) <= 16 for row in rows.values() for cell in row[1:])  # narrow: no word breaks
 
 
 def test_tensorboard_charts_name_both_lines_and_draw_the_gap_apart(run):

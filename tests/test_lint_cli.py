@@ -341,3 +341,37 @@ def test_control_characters_in_paths_are_escaped_on_the_terminal(tmp_path, monke
     code, out, err = run(capsys, ".")
     assert code == 2
     assert "\x1b" not in err + out and "evil\\x1b[2J.py" in err
+
+
+STALE = WRONG.replace(
+    'self.log("f1", self.f1.compute(), on_epoch=True)  # the one finding',
+    'self.log("f1", self.f1, on_step=True, on_epoch=True)  # advice: the step value repeats',
+)
+
+
+def test_statistics_counts_findings_per_code(tree, capsys):
+    """`--statistics` prints one line per code with its count and level (as ruff's), then the summary; exit as usual."""
+    (tree / "src" / "wrong2.py").write_text(WRONG)
+    (tree / "src" / "stale.py").write_text(STALE)
+    code, out, _ = run(capsys, "src", "--statistics")
+    assert code == 1
+    assert out.splitlines() == [
+        "2  running-value-averaged    error",
+        "1  stale-step-value          warning",
+        "Found 3 findings in 4 files checked.",
+    ]
+
+
+def test_github_gives_advice_the_warning_level(tree, capsys):
+    """A finding whose epoch number is right (a stale step value) is a `::warning`, a wrong number an `::error`;
+    SARIF says the same levels."""
+    (tree / "src" / "stale.py").write_text(STALE)
+    _, out, _ = run(capsys, "src", "--format", "github")
+    levels = {re.search(r"title=lmlogger ([\w-]+)", line).group(1): line.split(" ")[0] for line in out.splitlines()}
+    assert levels == {"running-value-averaged": "::error", "stale-step-value": "::warning"}
+    _, out, _ = run(capsys, "src", "--format", "sarif")
+    results = json.loads(out)["runs"][0]["results"]
+    assert {r["ruleId"]: r["level"] for r in results} == {
+        "running-value-averaged": "error",
+        "stale-step-value": "warning",
+    }

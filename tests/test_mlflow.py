@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 import lmlogger
 from lmlogger import VerifiedLogger
+from lmlogger.audit._escape import markdown_code
 from lmlogger.cli import main as cli_main
 from lmlogger.records._gap import format_gap
 
@@ -274,15 +275,53 @@ def test_run_tag_and_one_tag_per_key_carry_verdict_provenance_and_the_worst_gap(
     assert key_fields(tags, "test_f1_compute")[0] == "mismatch"  # from trainer.test on the same run
     assert key_fields(tags, "test_f1")[0] == "match"
     assert tags["lmlogger.sidecar"] == ARTIFACT
-    assert tags["lmlogger.sidecar.local"] == os.path.abspath(wrong.sidecar)
-    # the tags say what the audit says, key by key: one tag per key, four for the run
+    # the tags say what the audit says, key by key: one tag per key, three for the run
     for key in local.runs[0].keys:
         assert key_fields(tags, key.key)[0] == (key.verdict or "step-only"), key.key
+        assert key_fields(tags, key.key)[2] == (",".join(sorted(key.findings)) or "-"), key.key
     ours = [k for k in tags if k.startswith("lmlogger.")]
-    assert len(ours) == 4 + len(local.runs[0].keys)
+    assert len(ours) == 3 + len(local.runs[0].keys)
     s = local.summary
     assert tags["lmlogger.summary"].startswith(f"{s['match']} match, {s['mismatch']} mismatch, 0 unverified")
     assert tags["lmlogger.summary"].endswith(f"(lmlogger {lmlogger.__version__})")
+
+
+def test_run_description_holds_every_keys_verdict_mismatches_first(scenario):
+    """The run page's description (`mlflow.note.content`, markdown) is the audit table: one row per key with the
+    verdict the audit gives, mismatches first, the gap as everywhere else, and each mismatch's fix."""
+    client, wrong = scenario.client, scenario.wrong
+    note = client.get_run(wrong.run_id).data.tags["mlflow.note.content"]
+    local = lmlogger.audit(wrong.run_dir)
+    s = local.summary
+    assert note.startswith(f"## lmlogger: {s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified")
+    rows = {}
+    for line in note.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `"):
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == {k.key for k in local.runs[0].keys}
+    verdicts = [cells[1].strip("*") for cells in rows.values()]
+    assert verdicts == sorted(verdicts, key=lambda v: {"mismatch": 0, "unverified": 1, "match": 2}.get(v, 3))
+    for key in local.runs[0].keys:
+        cells = rows[key.key]
+        assert cells[1].strip("*") == (key.verdict or "step only"), key.key
+        if key.verdict in ("match", "mismatch"):
+            assert cells[2] == format_gap(key.worst_epoch()[1]), key.key
+        if key.fix:
+            assert f"- {markdown_code(key.key, in_table=False)}: fix {markdown_code(key.fix, in_table=False)}" in note
+    assert f"`lmlogger audit runs:/{wrong.run_id}`" in note
+
+
+def test_no_tag_or_param_holds_a_path_of_the_training_machine(scenario):
+    """A shared server learns nothing of the training machine's file system from lmlogger: no tag lmlogger writes
+    and no param holds a local path (the local copy is named in the log line only)."""
+    client, wrong = scenario.client, scenario.wrong
+    data = client.get_run(wrong.run_id).data
+    ours = {k: v for k, v in data.tags.items() if k.startswith("lmlogger.") or k == "mlflow.note.content"}
+    assert "lmlogger.sidecar.local" not in ours
+    local = str(scenario.tmp)
+    for name, value in [*ours.items(), *data.params.items()]:
+        assert local not in value and os.path.abspath(wrong.run_dir) not in value, name
 
 
 def test_reference_metric_history_is_the_true_epoch_value_at_its_step(scenario):

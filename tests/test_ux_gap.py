@@ -39,6 +39,11 @@ def test_worst_epoch_is_the_worst_verdict_then_the_largest_gap():
         (math.nan, math.nan, "0%"),
         (math.inf, 1.0, "inf"),
         (math.inf, math.inf, "0%"),
+        (2.19, 1.0, "119%"),  # never 1.2e+02%
+        (1.996, 1.0, "100%"),  # never 1e+02%
+        (1.0996, 1.0, "10%"),
+        (1.0949, 1.0, "9.5%"),
+        (1.0021, 1.0, "0.21%"),
     ],
 )
 def test_gap_text(logged, reference, text):

@@ -47,7 +47,9 @@ table { border-collapse: collapse; margin: 8px 0 12px; font-size: 14px; }
 th, td { border-bottom: 1px solid #d8dee4; padding: 4px 10px 4px 0; text-align: left; vertical-align: top; }
 th { font-weight: 600; color: #424a53; white-space: nowrap; }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; text-align: right; }
-td.key { overflow-wrap: anywhere; }
+td.key { overflow-wrap: normal; word-break: normal; }
+td.fix code { white-space: pre-wrap; overflow-wrap: break-word; }
+.table-wrap { overflow-x: auto; }
 .key-section { border: 1px solid #d0d7de; border-radius: 8px; padding: 14px 16px; margin: 16px 0; }
 .key-section.is-mismatch { border-color: #ff818266; box-shadow: inset 4px 0 0 #cf222e; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0 10px;
@@ -124,37 +126,58 @@ def _run(run: RunReport, index: int, several: bool) -> str:
     decisions = run.to_dict().get("decisions") or []
     if decisions:
         out.append(_decisions(decisions))
-    for n, key in enumerate(run.keys):
+    for n, key in _ordered(run):
         out.append(_key_section(key, f"run-{index}-key-{n}"))
     out.append("</section>")
     return "\n".join(out)
 
 
+_ORDER = {"mismatch": 0, "unverified": 1, "match": 2}
+
+
+def _ordered(run: RunReport) -> list[tuple[int, KeyReport]]:
+    """The run's keys with their index, mismatches first, then unverified, matches, step-only keys (stable)."""
+    return sorted(enumerate(run.keys), key=lambda item: _ORDER.get(item[1].verdict or "", 3))
+
+
+def _key_name(key: str) -> str:
+    """A key escaped, with line-break opportunities only after ``/``, ``.``, ``_`` and ``-``: a narrow cell
+    breaks a long key between its parts, never inside a word."""
+    out = []
+    for ch in key:
+        out.append(escape(ch))
+        if ch in "/._-":
+            out.append("<wbr>")
+    return "".join(out)
+
+
 def _key_table(run: RunReport, index: int) -> str:
     rows = [
-        "<table>",
-        "<thead><tr><th>key</th><th>provenance</th><th>hook</th><th>verdict</th><th>worst epoch</th>"
-        '<th class="num">logged</th><th class="num">reference</th><th class="num">gap</th><th>findings</th>'
-        "</tr></thead>",
+        '<div class="table-wrap"><table>',
+        '<thead><tr><th>key</th><th>verdict</th><th class="num">gap</th><th>worst epoch</th>'
+        '<th class="num">logged</th><th class="num">reference</th><th>provenance</th><th>hook</th>'
+        "<th>findings</th><th>fix</th></tr></thead>",
         "<tbody>",
     ]
-    for n, key in enumerate(run.keys):
+    for n, key in _ordered(run):
         worst = _worst(key)
         verdict = key.verdict or "step only"
+        fix = f"<code>{escape(key.fix)}</code>" if key.fix else ""
         rows.append(
             "<tr>"
-            f'<td class="key"><a href="#run-{index}-key-{n}"><code>{escape(key.key)}</code></a></td>'
-            f"<td>{escape(key.provenance)}</td>"
-            f"<td>{escape(key.hook)}</td>"
+            f'<td class="key"><a href="#run-{index}-key-{n}"><code>{_key_name(key.key)}</code></a></td>'
             f"<td>{_badge(_css(verdict), verdict)}</td>"
+            f'<td class="num">{_gap(worst)}</td>'
             f"<td>{_epoch_label(worst)}</td>"
             f'<td class="num">{_num(worst.logged if worst else None)}</td>'
             f'<td class="num">{_num(worst.reference if worst else None)}</td>'
-            f'<td class="num">{_gap(worst)}</td>'
+            f"<td>{escape(key.provenance)}</td>"
+            f"<td>{escape(key.hook)}</td>"
             f"<td>{escape(', '.join(key.findings))}</td>"
+            f'<td class="fix">{fix}</td>'
             "</tr>"
         )
-    rows += ["</tbody>", "</table>"]
+    rows += ["</tbody>", "</table></div>"]
     return "\n".join(rows)
 
 
@@ -308,9 +331,7 @@ def chart(key: KeyReport) -> str:
     if high == low:
         pad = abs(high) * 0.05 or 0.5
         low, high = low - pad, high + pad
-    else:
-        pad = (high - low) * 0.08
-        low, high = low - pad, high + pad
+    ticks, low, high = nice_ticks(low, high)
     n = len(epochs)
     plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
 
@@ -320,14 +341,13 @@ def chart(key: KeyReport) -> str:
     def y(v: float) -> float:
         return TOP + plot_h * (high - v) / (high - low)
 
-    # axes and grid
-    for frac in (0.0, 0.5, 1.0):
-        value = high - (high - low) * frac
-        gy = TOP + plot_h * frac
+    # axes and grid: round values (0.55, 0.6, 0.65), as a person would draw them
+    for value, label in ticks:
+        gy = y(value)
         out.append(f'<line x1="{LEFT}" y1="{gy:.1f}" x2="{W - RIGHT}" y2="{gy:.1f}" stroke="#d8dee4"/>')
         out.append(
             f'<text x="{LEFT - 6}" y="{gy + 4:.1f}" text-anchor="end" font-size="11" fill="#57606a">'
-            f"{_num(value, 4)}</text>"
+            f"{escape(label)}</text>"
         )
     every = max(1, math.ceil(n / 12))
     for i, e in enumerate(epochs):
@@ -364,6 +384,20 @@ def chart(key: KeyReport) -> str:
     )
     out.append("</svg>")
     return "\n".join(out)
+
+
+def nice_ticks(low: float, high: float, most: int = 6) -> tuple[list[tuple[float, str]], float, float]:
+    """Round tick values covering ``[low, high]`` (steps of 1, 2 or 5 times a power of ten, at most ``most`` ticks)
+    with their labels, and the axis range: from the tick at or below ``low`` to the one at or above ``high``."""
+    span = high - low
+    raw = span / max(1, most - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if step / power == 2.5 else 0)
+    label = (lambda v: f"{v:.{decimals}f}") if decimals <= 6 else (lambda v: f"{v:.6g}")
+    ticks = [(i * step, label(i * step)) for i in range(first, last + 1)]
+    return ticks, first * step, last * step
 
 
 def _series(values: list[float | None], x: Any, y: Any, colour: str, dash: str, marker: str, name: str) -> str:

@@ -249,5 +249,18 @@ class AuditReport:
 
         return to_json(self)
 
+    def to_html(self) -> str:
+        """The report as one self-contained HTML page (what ``lmlogger audit --format html`` prints and what a run
+        saves as ``lmlogger/report.html``): mismatches first, each key's chart, findings and fix; every string
+        read from the run is escaped, and the page loads nothing.
+
+        Example:
+            >>> page = lmlogger.audit("logs/lightning_logs/version_0").to_html()  # doctest: +SKIP
+            >>> open("audit.html", "w").write(page)  # doctest: +SKIP
+        """
+        from lmlogger.audit._html import to_html
+
+        return to_html(self)
+
     def __str__(self) -> str:
         return self.to_table()

@@ -8,13 +8,14 @@ run is escaped for the format (:mod:`lmlogger.audit._escape`).
 from __future__ import annotations
 
 import json
-import math
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from lmlogger.audit._escape import markdown_code, markdown_text, terminal
 from lmlogger.audit._model import AuditReport, KeyReport, RunReport
+from lmlogger.records._gap import format_gap
 
 
 def to_json(report: AuditReport) -> str:
@@ -27,16 +28,8 @@ def _num(value: float | None) -> str:
 
 
 def _gap(gap: float | None) -> str:
-    """A relative gap as a percentage with two significant digits (``18%``, ``0.21%``; ``<0.01%`` below that)."""
-    if gap is None:
-        return "-"
-    if math.isinf(gap):
-        return "inf"
-    if gap == 0:
-        return "0%"
-    if gap < 1e-4:
-        return "<0.01%"
-    return f"{100 * gap:.2g}%"
+    """A relative gap as printed everywhere (``18%``, ``0.21%``, ``119%``; see `format_gap`)."""
+    return format_gap(gap)
 
 
 @dataclass
@@ -66,6 +59,7 @@ def stage_label(run: RunReport, index: int) -> str:
 
 def _rows(run: RunReport) -> list[_Row]:
     several = len({e.stage for key in run.keys for e in key.epochs}) > 1
+    ckpt = run.checkpoint is not None  # a checkpoint holds no provenance or hook: shown as not known, not a fact
     rows = []
     for key in run.keys:
         worst = key.worst_epoch()
@@ -79,8 +73,8 @@ def _rows(run: RunReport) -> list[_Row]:
             _Row(
                 key=key,
                 name=terminal(key.key),
-                provenance=terminal(key.provenance),
-                hook=terminal(key.hook),
+                provenance="-" if ckpt and key.provenance == "unknown" else terminal(key.provenance),
+                hook="hook not in the checkpoint" if ckpt and key.hook == "unknown" else terminal(key.hook),
                 epoch=where,
                 logged=_num(epoch.logged) if epoch else "-",
                 reference=_num(epoch.reference) if epoch else "-",
@@ -95,6 +89,14 @@ def _rows(run: RunReport) -> list[_Row]:
 
 
 def _state(run: RunReport, escape: Any = terminal) -> str:
+    if run.checkpoint is not None:
+        sidecar = run.checkpoint.get("sidecar")
+        run_dir = os.path.dirname(os.path.dirname(sidecar)) if isinstance(sidecar, str) and sidecar else None
+        where = f": `lmlogger audit {escape(run_dir)}`" if run_dir else ""
+        return (
+            "checkpoint: each key's last closed epoch, the gap that epoch's, not the run's worst; provenance, hook "
+            f"and stages are in the run{where}"
+        )
     state = "complete" if run.complete else "INCOMPLETE (the last stage never closed: killed or crashed)"
     stages = ", ".join(escape(stage.label or stage.stage) for stage in run.stage_details)
     return f"{escape(run.backend)}, {state}; stages: {stages or '-'}"
@@ -123,45 +125,75 @@ def _summary_line(report: AuditReport) -> str:
     return line
 
 
-PLAIN_HEADERS = ["key", "provenance", "hook", "epoch", "logged", "reference", "gap", "verdict", "finding"]
+#: The table's columns, in the order a reader needs them: the verdict and the size of the gap right after the
+#: key, so that nothing a verdict depends on is ever pushed off an 80-column line; the hook and the finding codes
+#: follow the table, one key per line. A key whose verdict vouches only for Lightning's reduction (a plain tensor,
+#: not the metric over the samples) may carry a one-character marker on its verdict (``match*``).
+PLAIN_HEADERS = ["key", "verdict", "gap", "epoch", "logged", "reference", "provenance"]
+
+
+def _cells(row: _Row) -> list[str]:
+    return [row.name, row.verdict, row.gap, row.epoch, row.logged, row.reference, row.provenance]
+
+
+def _table_lines(rows: list[_Row]) -> list[tuple[str, tuple[int, int, str] | None]]:
+    """The table's lines, each with the span of its verdict cell (``(start, end, verdict)``) for colour.
+
+    Columns are two spaces apart, one before a right-aligned number; a row with a 16-character key, an
+    8-character gap and ``metric_compute`` is 74 characters wide, so the verdict is never cut at 80 columns.
+    """
+    table = [PLAIN_HEADERS] + [_cells(r) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(PLAIN_HEADERS))]
+    right = {PLAIN_HEADERS.index(name) for name in ("gap", "logged", "reference")}
+    verdict_col = PLAIN_HEADERS.index("verdict")
+    out: list[tuple[str, tuple[int, int, str] | None]] = []
+    for n, line in enumerate(table):
+        text, span = "", None
+        for i, cell in enumerate(line):
+            if i:
+                text += " " if i in right else "  "
+            if n and i == verdict_col:
+                span = (len(text), len(text) + len(cell), cell)
+            text += cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+        out.append((text.rstrip(), span))
+        if n == 0:
+            out.append(("".join((" " if i in right else "  ") * bool(i) + "-" * w for i, w in enumerate(widths)), None))
+    return out
 
 
 def to_table(report: AuditReport, colour: bool = False) -> str:
     """A plain-text table (logs, pipes, ``print(report)``); ANSI colour on the verdict when ``colour``.
 
-    One row per key with its worst epoch (which one, logged, reference, relative gap); findings, fixes and
-    reasons follow each run's table.
+    One row per key with its worst epoch (verdict, relative gap, which epoch, logged, reference, provenance);
+    a row with a 16-character key fits 80 columns. Hooks, findings, fixes and reasons follow each run's table,
+    then the run's decisions.
     """
-
-    def paint(text: str, verdict: str) -> str:
-        code = {"match": "32", "mismatch": "1;31", "unverified": "33"}.get(verdict)
-        return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
-
     out = [_summary_line(report)]
     for run in report.runs:
         out += ["", f"{terminal(run.source)} ({_state(run)})"]
         rows = _rows(run)
-        table = [PLAIN_HEADERS] + [
-            [r.name, r.provenance, r.hook, r.epoch, r.logged, r.reference, r.gap, r.verdict, ", ".join(r.findings)]
-            for r in rows
-        ]
-        widths = [max(len(line[i]) for line in table) for i in range(len(PLAIN_HEADERS))]
-        verdict_col = PLAIN_HEADERS.index("verdict")
-        for n, line in enumerate(table):
-            cells = []
-            for i, cell in enumerate(line):
-                padded = cell.ljust(widths[i]) if i < len(line) - 1 else cell
-                cells.append(paint(padded, line[verdict_col]) if n and i == verdict_col else padded)
-            out.append("  ".join(cells).rstrip())
-            if n == 0:
-                out.append("  ".join("-" * w for w in widths))
+        for text, span in _table_lines(rows):
+            code = {"match": "32", "mismatch": "1;31", "unverified": "33"}.get(span[2]) if span else None
+            if colour and span and code:
+                start, end, _ = span
+                text = f"{text[:start]}\x1b[{code}m{text[start:end]}\x1b[0m{text[end:]}"
+            out.append(text)
         details = _details(rows)
         if details:
             out += ["findings / fix / reason:", *details]
         out += [f"problem: {terminal(p)}" for p in run.problems]
+        out += _decisions_text_of(run)
+    out += _runs_read(report)
     out += [f"could not be read: {terminal(e)}" for e in report.errors]
-    out += _decisions_text(report)
     return "\n".join(out)
+
+
+def _runs_read(report: AuditReport) -> list[str]:
+    """After a folder's runs: how many were read (and how many could not be)."""
+    if len(report.runs) + len(report.errors) <= 1:
+        return []
+    failed = f", {len(report.errors)} could not be read" if report.errors else ""
+    return ["", f"{len(report.runs)} runs read{failed}"]
 
 
 def to_markdown(report: AuditReport) -> str:
@@ -247,19 +279,22 @@ def _decisions_markdown(report: AuditReport) -> list[str]:
     return lines
 
 
-def _decisions_text(report: AuditReport) -> list[str]:
-    """The decisions section of the plain table: one line per callback, the sentence says it all."""
-    out: list[str] = []
-    for run in report.runs:
-        if not run.decisions and run.checkpoint is None:
-            continue
-        out += ["", f"decisions ({terminal(run.source)}):"]
-        if run.checkpoint is not None:
-            out.append(f"  {_checkpoint_line(run)}")
-        for d in run.decisions:
-            verdict = terminal(d.monitor_verdict or "-")
-            out.append(f"  [{_AGREE[d.agree]}] {terminal(d.message)} (monitor verdict: {verdict})")
+def _decisions_text_of(run: RunReport) -> list[str]:
+    """The decisions of one run, printed right below its table: one line per callback, the sentence says it."""
+    if not run.decisions and run.checkpoint is None:
+        return []
+    out = ["", f"decisions ({terminal(run.source)}):"]
+    if run.checkpoint is not None:
+        out.append(f"  {_checkpoint_line(run)}")
+    for d in run.decisions:
+        verdict = terminal(d.monitor_verdict or "-")
+        out.append(f"  [{_AGREE[d.agree]}] {terminal(d.message)} (monitor verdict: {verdict})")
     return out
+
+
+def _decisions_text(report: AuditReport) -> list[str]:
+    """The decisions section of every run (each run's also follows its own table)."""
+    return [line for run in report.runs for line in _decisions_text_of(run)]
 
 
 _COLOURS = {"match": "green", "mismatch": "bold red", "unverified": "yellow"}
@@ -286,9 +321,7 @@ def rich_renderable(report: AuditReport) -> Any:
     finding codes, fix and reason follow the table one key per line, where rich wraps them between words.
     Every string is a ``Text`` (never parsed as rich markup) and escaped for the terminal.
     """
-    from rich import box
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     s = report.summary
@@ -306,34 +339,18 @@ def rich_renderable(report: AuditReport) -> Any:
     ]
     for run in report.runs:
         rows = _rows(run)
-        table = Table(
-            title=Text(f"{terminal(run.source)} ({_state(run)})", style="bold" if run.complete else "bold red"),
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            collapse_padding=True,
-        )
-        longest = max([3] + [len(r.name) for r in rows])
-        table.add_column("key", overflow="fold", ratio=1, min_width=min(longest, 24))
-        for name in ("provenance", "epoch", "logged", "reference", "gap", "verdict"):
-            widest = max([len(name)] + [len(getattr(r, name)) for r in rows])
-            numeric = name in ("logged", "reference", "gap")
-            table.add_column(name, no_wrap=True, min_width=widest, justify="right" if numeric else "left")
-        for r in rows:
-            table.add_row(
-                Text(r.name),
-                Text(r.provenance),
-                Text(r.epoch),
-                Text(r.logged),
-                Text(r.reference),
-                Text(r.gap),
-                Text(r.verdict, style=_COLOURS.get(r.verdict, "")),
-            )
-        parts.append(table)
+        title = f"{terminal(run.source)} ({_state(run)})"
+        parts.append(Text(title, style="bold" if run.complete else "bold red"))
+        for text, span in _table_lines(rows):
+            line = Text(text, style="" if span or text.startswith("-") else "bold", no_wrap=True, overflow="ellipsis")
+            if span:
+                line.stylize(_COLOURS.get(span[2], ""), span[0], span[1])
+            parts.append(line)
         details = _details(rows)
         if details:
             parts += [Text("findings / fix / reason:"), *(Text(line) for line in details)]
         parts += [Text(f"problem: {terminal(p)}", style="yellow") for p in run.problems]
+        parts += [Text(line) for line in _decisions_text_of(run)]
+    parts += [Text(line) for line in _runs_read(report)]
     parts += [Text(f"could not be read: {terminal(e)}", style="bold red") for e in report.errors]
-    parts += [Text(line) for line in _decisions_text(report)]
     return Group(*parts)

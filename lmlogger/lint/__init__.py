@@ -19,9 +19,9 @@ from pathlib import Path
 
 from lmlogger.lint._check import check
 from lmlogger.lint._config import ConfigError, Settings, codes, load
-from lmlogger.lint._model import CODES, Finding, InputError, LintResult
+from lmlogger.lint._model import ADVICE, CODES, Finding, InputError, LintResult
 
-__all__ = ["CODES", "ConfigError", "Finding", "InputError", "LintResult", "lint", "main"]
+__all__ = ["ADVICE", "CODES", "ConfigError", "Finding", "InputError", "LintResult", "lint", "main"]
 
 _VERSION = "0.1.0"
 
@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore", default=None, metavar="CODES", help="comma-separated finding codes to skip")
     parser.add_argument("--fix", action="store_true", help="apply the fixes in place, where they are sure")
     parser.add_argument("--diff", action="store_true", help="print the changes --fix would make; write nothing")
+    parser.add_argument(
+        "--statistics", action="store_true", help="print the number of findings per code instead of each finding"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -95,6 +98,8 @@ def main(args: argparse.Namespace) -> int:
         report = _output.sarif(result, _VERSION)
     elif args.format == "github":
         report = _output.github(result)
+    elif getattr(args, "statistics", False):
+        report = _output.statistics(result)
     else:
         report = "\n".join(terminal(line) for line in _output.text(result).splitlines())
     if report:
@@ -119,7 +124,10 @@ def _fix(args: argparse.Namespace, settings: Settings) -> int:
         print(f"lmlogger: error: {terminal(error)}", file=sys.stderr)
     if args.diff:
         for path, (before, after) in sorted(done.changed.items()):
-            lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), path, path)
+            shown = terminal(path)
+            lines = difflib.unified_diff(
+                before.splitlines(keepends=True), after.splitlines(keepends=True), shown, shown
+            )
             sys.stdout.write("".join(lines))
         count = len(done.fixed)
         print(f"Would fix {count} finding{'s' * (count != 1)} in {len(done.changed)} file(s).", file=sys.stderr)

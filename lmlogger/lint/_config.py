@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,7 +157,16 @@ def _table(pyproject: Path) -> dict[str, object]:
     except ModuleNotFoundError:  # Python 3.10
         try:
             import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
+        except ModuleNotFoundError:  # lmlogger depends on tomli there; a stripped environment may lack it
+            try:
+                mentioned = b"lmlogger" in pyproject.read_bytes()
+            except OSError:
+                mentioned = False
+            if mentioned:  # never ignore the user's settings silently
+                raise ConfigError(
+                    f"{pyproject}: reading [tool.lmlogger.lint] on Python "
+                    f"{sys.version_info[0]}.{sys.version_info[1]} needs tomli: pip install tomli"
+                ) from None
             return {}
     from lmlogger.lint._check import read_source
 

@@ -20,6 +20,17 @@ CODES: tuple[str, ...] = (
 )
 
 
+#: Findings that are advice rather than a wrong epoch number: ``stale-step-value`` (the epoch value is right, the
+#: step value repeats), ``shared-metric`` (a hazard the runtime checks: the number is wrong only when the phases'
+#: updates actually mix). ``--format github`` and ``sarif`` give them the level ``warning``; the others ``error``.
+ADVICE: frozenset[str] = frozenset({"stale-step-value", "shared-metric"})
+
+
+def level(code: str) -> str:
+    """``"warning"`` for advice (`ADVICE`), ``"error"`` for a finding whose epoch value is wrong."""
+    return "warning" if code in ADVICE else "error"
+
+
 def message(code: str, subject: str) -> str:
     """The one-line message of a finding: the key or metric it is about, then the code's meaning."""
     return f"`{subject}`: {FINDINGS[code]}"

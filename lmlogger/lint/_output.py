@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lmlogger.audit._escape import terminal
-from lmlogger.lint._model import CODES, LintResult
+from lmlogger.lint._model import CODES, LintResult, level
 from lmlogger.records._records import FINDINGS
 
 DOCS = "https://lmlogger.readthedocs.io/en/latest/lint/"
@@ -43,6 +43,20 @@ def text(result: LintResult) -> str:
     return "\n".join(out)
 
 
+def statistics(result: LintResult) -> str:
+    """One line per finding code with its count, most frequent first (as ``ruff check --statistics``), then the
+    summary line."""
+    counts: dict[str, int] = {}
+    for f in result.findings:
+        counts[f.code] = counts.get(f.code, 0) + 1
+    width = max((len(str(n)) for n in counts.values()), default=1)
+    out = [
+        f"{n:>{width}}  {code:<24}  {level(code)}"
+        for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return "\n".join([*out, text(result).splitlines()[-1]])
+
+
 def to_json(result: LintResult) -> str:
     """``{"findings": [{"path", "line", "col", "code", "message", "fix"}], "summary": {...}, "errors": [...]}``."""
     return json.dumps(result.to_dict(), indent=2)
@@ -64,13 +78,14 @@ def _escape_property(value: str) -> str:
 
 
 def github(result: LintResult) -> str:
-    """GitHub Actions workflow commands: one ``::error`` annotation per finding and per unreadable file."""
+    """GitHub Actions workflow commands: one annotation per finding (``::error``, or ``::warning`` for advice, see
+    `lmlogger.lint._model.ADVICE`) and one ``::error`` per unreadable file."""
     out = []
     for f in result.findings:
         body = f"{f.code} {terminal(f.message)}" + (f"\nfix: {terminal(f.fix)}" if f.fix else "")
         title = _escape_property(f"lmlogger {f.code}")
         props = f"file={_escape_property(f.path)},line={f.line},col={f.col},title={title}"
-        out.append(f"::error {props}::{_escape_data(body)}")
+        out.append(f"::{level(f.code)} {props}::{_escape_data(body)}")
     for e in result.errors:
         props = f"file={_escape_property(e.path)}" + (f",line={e.line}" if e.line else "")
         out.append(f"::error {props},title=lmlogger lint::{_escape_data(terminal(e.message))}")
@@ -87,7 +102,7 @@ def sarif(result: LintResult, version: str) -> str:
             "fullDescription": {"text": FINDINGS[code]},
             "helpUri": f"{DOCS}#{code}",
             "help": {"text": f"{FINDINGS[code]}. See {DOCS}#{code}"},
-            "defaultConfiguration": {"level": "error"},
+            "defaultConfiguration": {"level": level(code)},
         }
         for code in CODES
     ]
@@ -98,7 +113,7 @@ def sarif(result: LintResult, version: str) -> str:
         entry: dict[str, Any] = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
-            "level": "error",
+            "level": level(f.code),
             "message": {"text": text_},
             "locations": [
                 {

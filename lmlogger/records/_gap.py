@@ -51,7 +51,11 @@ def worst_epoch(entries: Iterable[E]) -> E | None:
 
 
 def format_gap(gap: float | None) -> str:
-    """``"18%"``, ``"0.21%"``, ``"<0.01%"``, ``"inf"``; ``"-"`` when there is none (the audit table's style)."""
+    """``"18%"``, ``"0.21%"``, ``"119%"``, ``"<0.01%"``, ``"inf"``; ``"-"`` when there is none.
+
+    The one formatter of a gap: the table, markdown, HTML, TensorBoard, MLflow tags and the runtime warning all
+    print a gap with it. Two significant digits below 10%, whole percents from there (never ``1e+02%``).
+    """
     if gap is None:
         return "-"
     if math.isinf(gap):
@@ -61,4 +65,4 @@ def format_gap(gap: float | None) -> str:
         return "0%"
     if gap < 1e-4:
         return "<0.01%"
-    return f"{percent:.2g}%" if percent < 100 else f"{percent:.0f}%"
+    return f"{percent:.2g}%" if percent < 9.95 else f"{percent:.0f}%"

@@ -15,6 +15,7 @@ ARTIFACT_PATH = "lmlogger/provenance.jsonl"
 RUN_VERDICT_TAG = "lmlogger.verdict"
 SUMMARY_TAG = "lmlogger.summary"
 SIDECAR_TAG = "lmlogger.sidecar"
+# No longer written (no local path in a shared server); runs written before may carry it, and the audit reads it.
 LOCAL_SIDECAR_TAG = "lmlogger.sidecar.local"
 #: One tag per key: ``verdict|provenance|findings|worst epoch and its gap|fix or reason`` (see sinks/mlflow.py).
 KEY_TAG = "lmlogger.key.{}"

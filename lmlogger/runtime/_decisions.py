@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lmlogger.records._errors import warn_user
 from lmlogger.records._records import SCHEMA_VERSION, DecisionRecord, VerificationRecord, json_number, worst
 from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, DecisionReplay
 
@@ -447,9 +448,11 @@ class DecisionTracker:
             self._drain(watched)
         if self.session.options.on_mismatch == "ignore":
             return
+        if rank_zero_only.rank != 0:
+            return
         for decision in self.decisions():
-            if decision.agree is False:
-                rank_zero_warn(f"lmlogger: {decision.message}", category=UserWarning)
+            if decision.agree is False:  # at the user's trainer.fit(...) line, as the key warnings
+                warn_user(f"lmlogger: {decision.message}")
 
     # -- outputs -----------------------------------------------------------------------------------
     def decisions(self) -> list[Decision]:

@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lmlogger.records._records import Close, Header, ProvenanceRecord, VerificationRecord, to_json
 from lmlogger.records._versions import versions
@@ -59,6 +59,7 @@ class GenericSink:
         self.path = os.path.join(self.run_dir, self._sidecar_name(trainer))
         self.report_path = report_path_of(self.path)
         self.stage = "unknown"
+        self.last_report: Any = None  # the audit read back when the run closed
         self._key = self.run_key()
 
     def _sidecar_name(self, trainer: Any) -> str:
@@ -161,16 +162,35 @@ class GenericSink:
 
     def close(self, status: str) -> None:
         self._append([Close(stage=self.stage, status=status, closed=_now())])
-        self.write_report()
+        written = self.write_report()
+        self.announce_close(written)
+
+    def announce_close(self, report_written: bool, note: str | None = None) -> None:
+        """The closing line (:func:`~lmlogger.runtime._closing.closing_line`), unless ``on_mismatch="ignore"``."""
+        if self.vlogger.options.on_mismatch == "ignore":
+            return
+        from lmlogger.runtime._closing import closing_line
+
+        rank_zero_info(
+            closing_line(
+                self.last_report,
+                stage=self.stage,
+                run_dir=self.run_dir,
+                report_path=self.report_path if report_written else None,
+                note=note,
+            )
+        )
 
     def write_report(self) -> bool:
         """Write ``lmlogger/report.html`` (the audit of this run, ``lmlogger audit --format html``) beside the
         sidecar. A failure is one warning: the sidecar is the record, the page only a view of it."""
+        self.last_report = None
         try:
             from lmlogger.audit import audit
             from lmlogger.audit._html import to_html
 
-            page = to_html(audit(self.path))
+            self.last_report = audit(self.path)
+            page = to_html(self.last_report)
             partial = self.report_path + ".partial"
             with open(partial, "w", encoding="utf-8") as fh:
                 fh.write(page)

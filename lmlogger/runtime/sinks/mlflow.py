@@ -9,8 +9,10 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
 * the artifacts ``lmlogger/provenance.jsonl`` (uploaded at every epoch end and when the run ends) and
   ``lmlogger/report.html`` (the audit as a page, uploaded when the run ends);
 * run tags: ``lmlogger.verdict`` (``match`` / ``mismatch`` / ``unverified``, kept current after every epoch),
-  ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version), ``lmlogger.sidecar`` and
-  ``lmlogger.sidecar.local``;
+  ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version) and ``lmlogger.sidecar`` (the
+  artifact path). No tag or param holds a path of the training machine: the local copy is named in the log only;
+* the run's description (``mlflow.note.content``, shown as markdown on the run page): the per-key verdict table,
+  kept current after every epoch, unless the run has a description lmlogger did not write (never overwritten);
 * one tag per key, ``lmlogger.key.<metric>`` (``<metric>`` is the metric's name in MLflow), whose value
   starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the
   samples behind it, the fix or the reason:
@@ -48,7 +50,6 @@ from lmlogger.records._mlflow_names import (  # noqa: F401  (names importable fr
     ARTIFACT_DIR,
     ARTIFACT_PATH,
     KEY_TAG,
-    LOCAL_SIDECAR_TAG,
     MAX_KEY_LENGTH,
     MAX_TAG_VALUE_LENGTH,
     PROBE_TIMEOUT_S,
@@ -71,6 +72,9 @@ LOCAL_DIR = "lmlogger_mlflow"
 REPORT_ARTIFACT_PATH = "lmlogger/report.html"
 #: ``lmlogger.decision.<callback>`` = agree / disagree / unverified; ``<tag>.detail`` holds the sentence.
 DECISION_TAG = "lmlogger.decision.{}"
+#: MLflow's run description (markdown on the run page); lmlogger's starts with `DESCRIPTION_HEAD`.
+NOTE_TAG = "mlflow.note.content"
+DESCRIPTION_HEAD = "## lmlogger"
 
 
 def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
@@ -82,6 +86,18 @@ def _clip(value: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
+
+
+def _fit_rows(head: list[str], rows: list[str], tail: list[str], limit: int = MAX_TAG_VALUE_LENGTH) -> str:
+    """``head + rows + tail`` joined by lines, within ``limit`` characters: rows that do not fit are left out
+    whole (worst first are kept) and counted in one line; the tail is clipped last."""
+    kept = list(rows)
+    while True:
+        more = [f"| ... {len(rows) - len(kept)} more keys in the report |"] if len(kept) < len(rows) else []
+        text = "\n".join([*head, *kept, *more, *tail])
+        if len(text) <= limit or not kept:
+            return _clip(text, limit)
+        kept.pop()
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,11 @@ class MLflowSink(GenericSink):
         super().close(status)
         self._publish([], final=True)
 
+    def announce_close(self, report_written: bool, note: str | None = None) -> None:
+        where = "its description and `lmlogger.*` tags" if NOTE_TAG not in self.protected else "its `lmlogger.*` tags"
+        mlflow_note = f"MLflow run {self.run_id}: verdicts in {where}. Local copy (works without the server):"
+        super().announce_close(report_written, f"{note} {mlflow_note}" if note else mlflow_note)
+
     def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
         super().write_decisions(records, decisions)
         self.decisions = list(decisions)
@@ -238,6 +259,8 @@ class MLflowSink(GenericSink):
         if tags.get(SIDECAR_TAG) != ARTIFACT_PATH:
             return
         self.tags_written.update({k: v for k, v in tags.items() if k.startswith("lmlogger.")})
+        if tags.get(NOTE_TAG, "").startswith(DESCRIPTION_HEAD + ":"):
+            self.tags_written[NOTE_TAG] = tags[NOTE_TAG]
         if not os.path.exists(self.path):
             with tempfile.TemporaryDirectory() as tmp:
                 local = self.client.download_artifacts(self.run_id, ARTIFACT_PATH, tmp)
@@ -269,7 +292,7 @@ class MLflowSink(GenericSink):
     # -- tags -------------------------------------------------------------------------------------
     def tags(self) -> dict[str, str]:
         """Every tag lmlogger wants on the run now (before the user's own are set aside)."""
-        tags = {SIDECAR_TAG: ARTIFACT_PATH, LOCAL_SIDECAR_TAG: _clip(os.path.abspath(self.path))}
+        tags = {SIDECAR_TAG: ARTIFACT_PATH}
         key_verdicts = {key: worst(v) for key, v in self.verdicts.items() if v}
         if key_verdicts:
             tags[RUN_VERDICT_TAG] = worst(key_verdicts.values()) or "unverified"
@@ -285,7 +308,71 @@ class MLflowSink(GenericSink):
             tags[DECISION_TAG.format(name) + ".detail"] = _clip(d.message)
         for key in sorted(set(self.provenance) | set(self.latest)):
             tags[KEY_TAG.format(self._names_of(key).tag_base)] = _clip(self.key_tag(key, key_verdicts.get(key)))
+        if key_verdicts or self.provenance:
+            tags[NOTE_TAG] = self.description(key_verdicts)
         return tags
+
+    def findings_of(self, key: str) -> list[str]:
+        """Every finding of ``key`` so far: its epochs' and ``decision-on-mismatch`` when a callback acted on it in
+        a mismatched epoch (as the audit says)."""
+        found = {f for r in (self.worst.get(key), self.latest.get(key)) if r is not None for f in r.findings}
+        if any(d.monitor == key and d.mismatched_epochs for d in self.decisions):
+            found.add("decision-on-mismatch")
+        return sorted(found)
+
+    def description(self, key_verdicts: dict[str, str]) -> str:
+        """The run's description: one markdown row per key (verdict, gap, worst epoch, values, provenance,
+        findings), then each key's fix, the decisions, and where the full audit is. Every string from the user's
+        code is a code span or escaped text. Rows that would pass MLflow's length limit are named, not cut."""
+        from lmlogger.audit._escape import markdown_code, markdown_text
+
+        counts = {v: sum(1 for x in key_verdicts.values() if x == v) for v in ("match", "mismatch", "unverified")}
+        head = [
+            f"{DESCRIPTION_HEAD}: {', '.join(f'{n} {v}' for v, n in counts.items())}",
+            "",
+            "| key | verdict | gap | worst epoch | logged | reference | provenance | findings |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        rows, fixes = [], []
+        order = {"mismatch": 0, "unverified": 1, "match": 2}
+        keys = sorted(set(self.provenance) | set(self.latest), key=lambda k: (order.get(key_verdicts.get(k), 3), k))
+        for key in keys:
+            verdict = key_verdicts.get(key) or "step only"
+            rec = self.worst.get(key)
+            prov = self.provenance.get(key)
+            gap = format_gap(relative_gap(rec.logged, rec.reference)) if rec is not None else "-"
+            cells = [
+                markdown_code(key),
+                "**mismatch**" if verdict == "mismatch" else markdown_text(verdict),
+                gap if verdict in ("match", "mismatch") else "-",
+                f"{markdown_text(rec.phase)} {rec.epoch}" if rec is not None else "-",
+                _num(rec.logged) if rec is not None else "-",
+                _num(rec.reference) if rec is not None else "-",
+                markdown_code(prov.kind) if prov is not None else "-",
+                ", ".join(markdown_code(f) for f in self.findings_of(key)) or "-",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+            latest = self.latest.get(key)
+            fix = (latest.fix if latest is not None else None) or (rec.fix if rec is not None else None)
+            reason = (latest.reason if latest is not None else None) or (rec.reason if rec is not None else None)
+            if fix:
+                fixes.append(f"- {markdown_code(key, in_table=False)}: fix {markdown_code(fix, in_table=False)}")
+            elif reason and verdict == "unverified":
+                fixes.append(f"- {markdown_code(key, in_table=False)}: {markdown_text(reason)}")
+        tail = [""]
+        if fixes:
+            tail += ["**What to change**", "", *fixes, ""]
+        for d in self.decisions:
+            agree = {True: "agrees", False: "**disagrees**", None: "unverified"}[d.agree]
+            tail.append(f"- {markdown_text(d.callback)} on {markdown_code(d.monitor, in_table=False)}: {agree}. ")
+            tail[-1] += markdown_text(d.message)
+        tail += [
+            "",
+            f"The full audit: the `{REPORT_ARTIFACT_PATH}` artifact, or `lmlogger audit runs:/{self.run_id}`. "
+            f"Written by lmlogger {self.version} after every epoch; "
+            "give the run a description of your own and lmlogger leaves it alone.",
+        ]
+        return _fit_rows(head, rows, tail)
 
     def key_tag(self, key: str, verdict: str | None) -> str:
         """``verdict|provenance|findings|worst epoch and gap|fix or reason[|key: <full key>]`` (see the module
@@ -293,11 +380,10 @@ class MLflowSink(GenericSink):
         prov = self.provenance.get(key)
         rec = self.worst.get(key)
         latest = self.latest.get(key)
-        findings = sorted({f for r in (rec, latest) if r is not None for f in r.findings})
         fields = [
             verdict or "step-only",
             prov.kind if prov is not None else "-",
-            ",".join(findings) or "-",
+            ",".join(self.findings_of(key)) or "-",
         ]
         if rec is None:
             fields.append("step values only: no epoch value to verify")
@@ -325,9 +411,16 @@ class MLflowSink(GenericSink):
 
         wanted = {k: v for k, v in self.tags().items() if k not in self.protected}
         unseen = [k for k in wanted if k not in self.tags_written]
+        if NOTE_TAG in wanted and self.tags_written.get(NOTE_TAG) != wanted[NOTE_TAG] and NOTE_TAG not in unseen:
+            unseen.append(NOTE_TAG)  # the user may have written a description since: look again before replacing
         if unseen:  # never overwrite a tag lmlogger did not write: look before writing a new key
             existing = self.client.get_run(self.run_id).data.tags
             for key in unseen:
+                if key == NOTE_TAG:
+                    if existing.get(NOTE_TAG) not in (None, "", self.tags_written.get(NOTE_TAG)):
+                        self.protected.add(key)  # the user's own description: kept as it is, silently
+                        del wanted[key]
+                    continue
                 if key in existing:
                     self.protected.add(key)
                     del wanted[key]

@@ -2,9 +2,10 @@
 draws each logged epoch value with its reference.
 
 The text summary (tag ``lmlogger/verification``, shown by TensorBoard as
-``lmlogger/verification/text_summary``) is a markdown table, one row per key, with the key's worst
-epoch so far and the relative gap there; the fixes follow the table as a list, so that the table
-stays narrow enough for TensorBoard not to break its numbers.
+``lmlogger/verification/text_summary``) is a markdown table, one row per key (mismatches first), with six
+narrow columns: the verdict, the relative gap at the key's worst epoch so far, which epoch, both values.
+How each key was logged (provenance, hook), its findings and its fix follow the table, one key per line,
+so that no word is broken at TensorBoard's common widths.
 
 The layout has two categories. *lmlogger: logged vs reference*: one multi-line chart per key, titled
 with both tags it draws. TensorBoard colours lines by run, not by tag, so both lines share a colour;
@@ -25,7 +26,9 @@ TEXT_TAG = "lmlogger/verification"
 DECISIONS_TAG = "lmlogger/decisions"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
 GAP_CATEGORY = "lmlogger: gap to the reference"
-HEADERS = ("key", "provenance", "hook", "verdict", "worst epoch", "logged", "reference", "gap", "findings")
+HEADERS = ("key", "verdict", "gap", "epoch", "logged", "reference")
+DETAILS = "**Per key**: provenance in hook; findings; fix"
+_ORDER = {"mismatch": 0, "unverified": 1, "match": 2}
 
 
 def _fmt(value: float | None) -> str:
@@ -93,30 +96,39 @@ class TensorBoardSink(GenericSink):
         experiment.flush()
 
     def table(self) -> str:
-        """The markdown TensorBoard's text plugin renders: one row per key (its worst epoch so far), then fixes."""
+        """The markdown TensorBoard's text plugin renders: one row per key (its worst epoch so far, mismatches
+        first), then one line per key saying how it was logged, its findings and its fix."""
         lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-        fixes = []
-        for key in sorted(set(self.provenance) | set(self.latest)):
+        details = []
+
+        def order(key: str) -> tuple[int, str]:
+            rec = self.worst.get(key)
+            return (_ORDER.get(rec.verdict, 3) if rec else 3, key)
+
+        for key in sorted(set(self.provenance) | set(self.latest), key=order):
             prov = self.provenance.get(key)
             rec = self.worst.get(key)
+            verdict = rec.verdict if rec else "step only"
             cells = [
                 key,
-                prov.kind if prov else "-",
-                prov.hook if prov else "-",
-                rec.verdict if rec else "step only",
+                f"**{verdict}**" if verdict == "mismatch" else verdict,
+                format_gap(relative_gap(rec.logged, rec.reference)) if rec else "-",
                 f"{rec.phase} {rec.epoch}" if rec else "-",
                 _fmt(rec.logged) if rec else "-",
                 _fmt(rec.reference) if rec else "-",
-                format_gap(relative_gap(rec.logged, rec.reference)) if rec else "-",
-                ", ".join(rec.findings) if rec and rec.findings else "",
             ]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
             latest = self.latest.get(key)
             fix = (latest.fix if latest is not None else None) or (rec.fix if rec is not None else None)
+            found = sorted({f for r in (rec, latest) if r is not None for f in r.findings})
+            line = f"* {_cell(key)}: " + (f"{prov.kind} in {prov.hook}" if prov else "-")
+            if found:
+                line += "; " + ", ".join(found)
             if fix:
-                fixes.append(f"* {_cell(key)}: `` {fix} ``")
-        if fixes:
-            lines += ["", "**Fix**", "", *fixes]
+                line += f"; fix: `` {fix} ``"
+            details.append(line)
+        if details:
+            lines += ["", DETAILS, "", *details]
         return "\n".join(lines)
 
 
