@@ -9,14 +9,12 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from lightning.pytorch.loggers import Logger
-from lightning.pytorch.trainer import call as _trainer_call
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_only, rank_zero_warn
 
+from lmlogger.records._errors import warn_user
 from lmlogger.records._records import ProvenanceRecord, VerificationRecord
 from lmlogger.records._verify import DEFAULT_ATOL, DEFAULT_RTOL
-from lmlogger.runtime import _intercept
+from lmlogger.runtime import _intercept, _lightning
 from lmlogger.runtime._session import Session
 
 if TYPE_CHECKING:
@@ -24,11 +22,20 @@ if TYPE_CHECKING:
 from lmlogger.runtime.sinks import make_sink
 
 _ON_MISMATCH = ("warn", "raise", "ignore")
-# Lightning's `_call_setup_hook(trainer)` reads `logger.experiment` of every logger, on every rank, at
-# the start of every fit/validate/test/predict, before any hook can `self.log` (and whatever
-# `enable_autolog_hparams` says, unlike `log_graph`). Recognised by its code object, so a user's
-# own `logger.experiment` is never taken for the start of a run.
-_RUN_START_CODE = _trainer_call._call_setup_hook.__code__
+# VerifiedLogger derives from the Logger of the preferred installed namespace (lightning.pytorch, else
+# pytorch_lightning); the class made for each wrapped logger also derives from that logger's own class, so
+# isinstance holds in the logger's namespace (see _transparent_class).
+Logger = _lightning.primary().Logger
+# rank_zero_only/rank_zero_warn come from lightning_utilities: both namespaces re-export these same objects,
+# and the strategies of both set the one `rank_zero_only.rank`.
+
+
+def _run_start_codes() -> frozenset[Any]:
+    """Lightning's `_call_setup_hook(trainer)` reads `logger.experiment` of every logger, on every rank, at the
+    start of every fit/validate/test/predict, before any hook can `self.log` (and whatever
+    `enable_autolog_hparams` says, unlike `log_graph`). Recognised by its code object (one per loaded
+    namespace), so a user's own `logger.experiment` is never taken for the start of a run."""
+    return frozenset(ns.run_start_code for ns in _lightning.loaded())
 
 
 @dataclass(frozen=True)
@@ -94,13 +101,13 @@ class VerifiedLogger(Logger):
         reference_prefix: str = "lmlogger/reference/",
         **deprecated: Any,
     ) -> VerifiedLogger:
-        if not isinstance(logger, Logger):
-            raise TypeError(
-                f"VerifiedLogger wraps a `lightning.pytorch.loggers.Logger`, got {type(logger).__name__}. "
-                "Example: VerifiedLogger(TensorBoardLogger('logs'))"
-            )
         if isinstance(logger, VerifiedLogger):
-            raise ValueError("This logger is already a VerifiedLogger: wrap the original logger once.")
+            raise ValueError(
+                f"VerifiedLogger({logger!r}): this logger is already a VerifiedLogger; wrap the original logger "
+                "once (pass it to the Trainer as it is)."
+            )
+        if not isinstance(logger, _lightning.logger_bases()):
+            raise TypeError(_refusal(logger))
         return object.__new__(_transparent_class(type(logger)))
 
     def __init__(
@@ -127,6 +134,7 @@ class VerifiedLogger(Logger):
         d["_lml_session"] = None
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
+        d["_lml_unseen_warned"] = False
 
     # -- transparency helpers ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -177,7 +185,8 @@ class VerifiedLogger(Logger):
 
     @property
     def save_dir(self) -> str | None:
-        return self._lml_logger.save_dir
+        # Fabric loggers (LitLogger, lightning.fabric's TensorBoard/CSV loggers) have no save_dir.
+        return getattr(self._lml_logger, "save_dir", None)
 
     @property
     def root_dir(self) -> str | None:
@@ -191,7 +200,7 @@ class VerifiedLogger(Logger):
     def experiment(self) -> Any:
         experiment = self._lml_logger.experiment
         caller = sys._getframe(1)
-        if caller.f_code is _RUN_START_CODE:  # the start of a trainer run (see _RUN_START_CODE)
+        if caller.f_code in _run_start_codes():  # the start of a trainer run (see _run_start_codes)
             self._lml_run_start(caller.f_locals.get("trainer"))
         return experiment
 
@@ -207,7 +216,15 @@ class VerifiedLogger(Logger):
         session = self._lml_session
         if session is not None and session.loggers[0] is self:
             session.on_log_metrics(metrics, step)
+            session.coverage.received(metrics, step, sys._getframe(1))  # keys that did not come from self.log
             session.callback.epoch_values_logged(metrics)
+        elif session is None and not self._lml_unseen_warned and metrics:
+            self._lml_unseen_warned = True  # never silent: values arrive, but lmlogger never saw the run start
+            warn_user(
+                f"lmlogger: {type(self._lml_logger).__name__} received {', '.join(map(repr, list(metrics)[:5]))} "
+                "but lmlogger never saw a trainer run start with this VerifiedLogger, so nothing is verified. "
+                f"lmlogger follows the Trainer of {_lightning.names()} (fit/validate/test)."
+            )
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         # With enable_autolog_hparams (the default) Lightning calls log_graph(pl_module) at the start
@@ -256,7 +273,8 @@ class VerifiedLogger(Logger):
         enters lmlogger's per-epoch collective) whatever the user logs where."""
         if trainer is None or not any(lg is self for lg in getattr(trainer, "loggers", ())):
             return
-        if trainer.state.fn == TrainerFn.PREDICTING:  # self.log is not allowed in predict: nothing to verify
+        fn = trainer.state.fn
+        if fn is not None and fn.value == "predict":  # self.log is not allowed in predict: nothing to verify
             return
         model = trainer.lightning_module
         if model is None:
@@ -302,6 +320,10 @@ class VerifiedLogger(Logger):
         try:
             if session is None:
                 return
+            try:
+                session.coverage.finish()  # keys that reached the logger without self.log, written before the close
+            except Exception as err:
+                session._internal_error("recording the keys lmlogger did not see", err)
             self.__dict__["_lml_session"] = None
             if self in session.loggers and all(lg._lml_session is None for lg in session.loggers):
                 session.detach()
@@ -320,6 +342,27 @@ class VerifiedLogger(Logger):
         if sink is None or rank_zero_only.rank != 0:
             return
         sink.write(provenance, records)
+
+
+def _refusal(logger: Any) -> str:
+    """Why ``logger`` cannot be wrapped: what was given, what is accepted, and what to do."""
+    got = type(logger)
+    if isinstance(logger, type):
+        return (
+            f"VerifiedLogger(logger) takes a logger instance, got the class `{logger.__module__}.{logger.__qualname__}`"
+            f": create the logger first, e.g. VerifiedLogger({logger.__qualname__}(...))."
+        )
+    accepted = ", ".join(f"`{_public_name(base)}`" for base in _lightning.logger_bases())
+    return (
+        f"VerifiedLogger(logger) wraps a Lightning logger (a subclass of {accepted}); got "
+        f"`{got.__module__}.{got.__qualname__}`, which is none of them. A logger of your own must derive from the "
+        "Logger of the namespace its Trainer comes from."
+    )
+
+
+def _public_name(cls: type) -> str:
+    """``lightning.pytorch.loggers.Logger`` for the class defined in ``lightning.pytorch.loggers.logger``."""
+    return f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__qualname__}"
 
 
 def _run_key(logger: Logger) -> Any:
