@@ -104,8 +104,11 @@ def test_pickle_round_trip_keeps_wrapping(tmp_path):
 
 
 def test_wrong_arguments_are_named():
-    with pytest.raises(TypeError, match=r"wraps a `lightning\.pytorch\.loggers\.Logger`"):
+    """Each refusal names what it got and what it accepts."""
+    with pytest.raises(TypeError, match=r"subclass of `lightning\.pytorch\.loggers\.Logger`.*got 'logs' \(a str\)"):
         VerifiedLogger("logs")
+    with pytest.raises(TypeError, match=r"takes a logger instance, got the class .*TensorBoardLogger"):
+        VerifiedLogger(TensorBoardLogger)
     tb = TensorBoardLogger("unused")
     with pytest.raises(ValueError, match="on_mismatch='loud'"):
         VerifiedLogger(tb, on_mismatch="loud")

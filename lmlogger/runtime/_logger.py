@@ -354,10 +354,19 @@ def _refusal(logger: Any) -> str:
         )
     accepted = ", ".join(f"`{_public_name(base)}`" for base in _lightning.logger_bases())
     return (
-        f"VerifiedLogger(logger) wraps a Lightning logger (a subclass of {accepted}); got "
-        f"`{got.__module__}.{got.__qualname__}`, which is none of them. A logger of your own must derive from the "
-        "Logger of the namespace its Trainer comes from."
+        f"VerifiedLogger(logger) wraps a Lightning logger (a subclass of {accepted}); got {_shown(logger)}, "
+        "which is none of them. A logger of your own must derive from the Logger of the namespace its Trainer "
+        "comes from."
     )
+
+
+def _shown(obj: Any) -> str:
+    """What was given, as a user recognises it: ``'logs' (a str)``, ``a mypkg.MyLogger``."""
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        text = repr(obj)
+        return f"{text if len(text) <= 40 else text[:37] + '...'} (a {cls.__qualname__})"
+    return f"a `{cls.__module__}.{cls.__qualname__}`"
 
 
 def _public_name(cls: type) -> str:
