@@ -1,11 +1,12 @@
 """Keys the wrapped logger received without an observed ``self.log``: each is recorded ``unverified``.
 
-The first VerifiedLogger of a trainer hands every ``log_metrics`` call to :meth:`Coverage.received`. A key that
-no observed ``self.log`` call produced is kept (its last value and step per phase and epoch; memory grows with
-keys, not steps) and written as a ``direct`` or ``unseen`` key (:mod:`lmlogger.records._coverage`) when a
-window closes and when the run ends. Which of the two is told by the caller: Lightning's logger connector hands
-the values of ``self.log`` calls over from its ``update_*_metrics`` methods; anything else (the user's
-``self.logger.log_metrics``, ``LearningRateMonitor``, ``ThroughputMonitor``) is a direct write.
+Every VerifiedLogger of a trainer hands each of its ``log_metrics`` calls to :meth:`Coverage.received`. A key
+that no observed ``self.log`` call produced is kept for that logger (its last value and step per phase and
+epoch; memory grows with keys, not steps) and written to that logger's sidecar as a ``direct`` or ``unseen`` key
+(:mod:`lmlogger.records._coverage`) when a window closes and when the run ends. The caller tells which of the
+two: Lightning's logger connector hands the values of ``self.log`` calls over from its ``update_*_metrics``
+methods; anything else (the user's ``self.logger.log_metrics``, ``LearningRateMonitor``, ``ThroughputMonitor``)
+is a direct write.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class Coverage:
         self._known: set[str] = set()
         self._trackers_seen = -1
         self.kinds: dict[str, tuple[str, str, str, str]] = {}  # key -> (kind, hook, phase, reason)
-        self.pending: dict[tuple[str, str, int], tuple[float | None, int | None]] = {}
-        self.recorded: set[str] = set()
+        # per VerifiedLogger (by id): (key, phase, epoch) -> (last value, its step); keys written so far
+        self.pending: dict[int, dict[tuple[str, str, int], tuple[float | None, int | None]]] = {}
+        self.recorded: dict[int, set[str]] = {}
         self.seen_observed = False  # a key of an observed self.log call reached the logger
         self.finished = False
 
@@ -50,14 +52,14 @@ class Coverage:
             self._known = {k for t in trackers.values() if t is not None for k in (t.epoch_key, t.step_key)}
         return self._known
 
-    def received(self, metrics: dict[str, Any], step: int | None, caller: FrameType | None) -> None:
-        """``log_metrics(metrics, step)`` was called on the first VerifiedLogger by ``caller``."""
+    def received(self, logger: Any, metrics: dict[str, Any], step: int | None, caller: FrameType | None) -> None:
+        """``logger.log_metrics(metrics, step)`` was called by ``caller`` (``logger``: a VerifiedLogger)."""
         try:
-            self._received(metrics, step, caller)
+            self._received(logger, metrics, step, caller)
         except Exception as err:  # never break training
             self.session._internal_error("recording the keys the logger received", err)
 
-    def _received(self, metrics: dict[str, Any], step: int | None, caller: FrameType | None) -> None:
+    def _received(self, logger: Any, metrics: dict[str, Any], step: int | None, caller: FrameType | None) -> None:
         known = self._known_keys()
         outside = [key for key in metrics if key not in known]
         if len(outside) < len(metrics):
@@ -70,6 +72,7 @@ class Coverage:
         trainer = self.session.trainer
         phase = "test" if trainer.testing else "val" if (trainer.validating or trainer.sanity_checking) else "train"
         epoch = int(trainer.current_epoch)
+        pending = self.pending.setdefault(id(logger), {})
         for key in outside:
             if from_self_log and key in _LIGHTNING_KEYS:
                 continue
@@ -79,17 +82,18 @@ class Coverage:
                 else:
                     name = getattr(caller.f_code, "co_qualname", caller.f_code.co_name) if caller else None
                     self.kinds[key] = (DIRECT, DIRECT_HOOK, phase, direct_reason(key, name))
-            self.pending[(key, phase, epoch)] = (_number(metrics[key]), step)
+            pending[(key, phase, epoch)] = (_number(metrics[key]), step)
 
-    def flush(self) -> tuple[list[ProvenanceRecord], list[VerificationRecord]]:
-        """Records of the keys received since the last flush: a provenance record the first time a key is
-        written, one ``unverified`` verification record per key, phase and epoch."""
+    def flush(self, logger: Any) -> tuple[list[ProvenanceRecord], list[VerificationRecord]]:
+        """Records of the keys ``logger`` received since the last flush: a provenance record the first time a key
+        is written, one ``unverified`` verification record per key, phase and epoch."""
         provenance, records = [], []
-        pending, self.pending = self.pending, {}
+        pending = self.pending.pop(id(logger), {})
+        recorded = self.recorded.setdefault(id(logger), set())
         for (key, phase, epoch), (value, step) in pending.items():
             kind, hook, first_phase, reason = self.kinds[key]
-            if key not in self.recorded:
-                self.recorded.add(key)
+            if key not in recorded:
+                recorded.add(key)
                 provenance.append(
                     ProvenanceRecord(
                         key=key,
@@ -122,9 +126,9 @@ class Coverage:
         return provenance, records
 
     def emit(self) -> None:
-        provenance, records = self.flush()
-        if provenance or records:
-            for logger in self.session.loggers:
+        for logger in self.session.loggers:
+            provenance, records = self.flush(logger)
+            if provenance or records:
                 logger._emit(provenance, records, None)
 
     def finish(self) -> None:

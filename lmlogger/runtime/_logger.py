@@ -214,10 +214,11 @@ class VerifiedLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._lml_logger.log_metrics(metrics, step)
         session = self._lml_session
-        if session is not None and session.loggers[0] is self:
-            session.on_log_metrics(metrics, step)
-            session.coverage.received(metrics, step, sys._getframe(1))  # keys that did not come from self.log
-            session.callback.epoch_values_logged(metrics)
+        if session is not None:
+            session.coverage.received(self, metrics, step, sys._getframe(1))  # keys that did not come from self.log
+            if session.loggers[0] is self:
+                session.on_log_metrics(metrics, step)
+                session.callback.epoch_values_logged(metrics)
         elif session is None and not self._lml_unseen_warned and metrics:
             self._lml_unseen_warned = True  # never silent: values arrive, but lmlogger never saw the run start
             warn_user(
@@ -346,7 +347,6 @@ class VerifiedLogger(Logger):
 
 def _refusal(logger: Any) -> str:
     """Why ``logger`` cannot be wrapped: what was given, what is accepted, and what to do."""
-    got = type(logger)
     if isinstance(logger, type):
         return (
             f"VerifiedLogger(logger) takes a logger instance, got the class `{logger.__module__}.{logger.__qualname__}`"

@@ -380,12 +380,12 @@ class Session:
             if tracker.recorded != state:
                 provenance.append(tracker.provenance())
                 tracker.recorded = state
-        try:
-            outside_provenance, outside_records = self.coverage.flush()  # keys that did not come from self.log
-        except Exception as err:
-            self._internal_error("recording the keys lmlogger did not see", err)
-            outside_provenance, outside_records = [], []
         for logger in self.loggers:
+            try:
+                outside_provenance, outside_records = self.coverage.flush(logger)  # keys not from self.log
+            except Exception as err:
+                self._internal_error("recording the keys lmlogger did not see", err)
+                outside_provenance, outside_records = [], []
             logger._emit(provenance + outside_provenance, records + outside_records, owner)
         try:
             self.decisions.on_close(records)  # reads of a monitored key waiting for its epoch value
