@@ -39,6 +39,7 @@ VERDICTS = {
     "val_f1_end": "match",
     "val_f1_stale": "mismatch",
     "cb_f1": "mismatch",  # a callback's forward() value, logged on_epoch: batch values averaged
+    "cb_lazy": "match",  # a callback's metric made lazily in a dict, compute() logged at epoch end, then reset
     "direct_lr": "unverified",  # self.logger.log_metrics(...): not through self.log
 }
 
@@ -54,6 +55,23 @@ class F1Callback(pl.Callback):
         with torch.no_grad():
             p = pl_module(x).sigmoid()
         pl_module.log("cb_f1", self.f1(p, y), on_step=False, on_epoch=True)
+
+
+class LazyCallback(pl.Callback):
+    """Keeps its Metric in a plain dict, made at the first batch; logs compute() at epoch end and resets."""
+
+    def __init__(self) -> None:
+        self.metrics = {}
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        x, y = batch
+        with torch.no_grad():
+            p = pl_module(x).sigmoid()
+        self.metrics.setdefault("f1", BinaryF1Score()).update(p, y)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        pl_module.log("cb_lazy", self.metrics["f1"].compute())
+        self.metrics["f1"].reset()
 
 
 class Reach(PL.KitchenSink):
@@ -73,7 +91,7 @@ def run(tmp_path_factory):
     tb = VerifiedLogger(TensorBoardLogger(str(tmp), name="tb"))
     csv = VerifiedLogger(CSVLogger(str(tmp), name="csv"))
     checkpoint = ModelCheckpoint(dirpath=str(tmp / "ckpt"), monitor="val_f1_stale", mode="max")
-    trainer = PL.trainer([tb, csv], tmp, max_epochs=EPOCHS, callbacks=[F1Callback(), checkpoint])
+    trainer = PL.trainer([tb, csv], tmp, max_epochs=EPOCHS, callbacks=[F1Callback(), LazyCallback(), checkpoint])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, loader(), loader(60, seed=1))
@@ -110,6 +128,7 @@ def test_every_key_has_its_verdict_and_references_are_the_truth(run, which):
         "val_f1_end": ("val", f1),
         "val_f1_stale": ("val", f1),
         "cb_f1": ("val", f1),
+        "cb_lazy": ("val", f1),
     }
     for key, (phase, fn) in truths.items():
         epochs = keys[key].epochs
@@ -126,6 +145,8 @@ def test_callback_owned_metric_is_traced_like_a_module_attribute(run):
     assert key.metric_attribute == "callbacks[F1Callback].f1"
     assert key.findings == ["batch-values-averaged"]
     assert key.hook == "on_validation_batch_end"
+    lazy = lmlogger.audit(tb.log_dir).by_key()["cb_lazy"]  # made lazily, kept in a plain dict
+    assert (lazy.provenance, lazy.metric_attribute) == ("metric_compute", "callbacks[LazyCallback].metrics['f1']")
 
 
 def test_a_key_sent_to_the_logger_directly_is_unverified_with_the_reason(run):
