@@ -276,3 +276,30 @@ def test_refusals_name_what_was_given_and_what_is_accepted():
     assert "got a `builtins.object`" not in message and "got <object object" in message
     for accepted in ("lightning.pytorch.loggers.Logger", "pytorch_lightning.loggers.Logger"):
         assert accepted in message
+
+
+class CLIModel(PL.KitchenSink):
+    def train_dataloader(self):
+        return loader()
+
+
+def test_pytorch_lightning_cli_takes_a_verified_logger(tmp_path):
+    """pytorch_lightning.cli.LightningCLI: `--trainer.logger=lmlogger.VerifiedLogger` around a pl CSVLogger."""
+    pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse")
+    from pytorch_lightning.cli import LightningCLI
+
+    args = [
+        "fit",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=lmlogger.VerifiedLogger",
+        "--trainer.logger.logger=pytorch_lightning.loggers.CSVLogger",
+        f"--trainer.logger.logger.save_dir={tmp_path}",
+        "--trainer.logger.on_mismatch=ignore",
+    ]
+    cli = LightningCLI(CLIModel, args=args, save_config_kwargs={"overwrite": True})
+    logger = cli.trainer.logger
+    assert isinstance(logger, VerifiedLogger) and isinstance(logger, CSVLogger)
+    assert lmlogger.audit(logger.log_dir).by_key()["f1_compute"].verdict == "mismatch"

@@ -58,10 +58,6 @@ class Namespace:
         return self._get("", "LightningModule")
 
     @cached_property
-    def Trainer(self) -> type:
-        return self._get("", "Trainer")
-
-    @cached_property
     def Callback(self) -> type:
         return self._get("callbacks", "Callback")
 
@@ -80,21 +76,6 @@ class Namespace:
     @cached_property
     def FabricLogger(self) -> type:
         return importlib.import_module(f"{self.fabric}.loggers").Logger
-
-    @cached_property
-    def TensorBoardLogger(self) -> type:
-        return self._get("loggers", "TensorBoardLogger")
-
-    @cached_property
-    def CSVLogger(self) -> type:
-        return self._get("loggers", "CSVLogger")
-
-    @cached_property
-    def LightningCLI(self) -> type | None:
-        try:
-            return self._get("cli", "LightningCLI")
-        except (ImportError, AttributeError):  # jsonargparse is optional
-            return None
 
     @cached_property
     def run_start_code(self) -> CodeType:
@@ -194,6 +175,20 @@ def logger_bases() -> tuple[type, ...]:
         module = sys.modules.get(f"{fabric}.loggers")
         if module is not None and getattr(module, "Logger", None) not in bases:
             bases.append(module.Logger)
+    return tuple(bases)
+
+
+def installed_logger_bases() -> tuple[type, ...]:
+    """The ``Logger`` and fabric ``Logger`` of every *installed* namespace, importing them: what LightningCLI's
+    parser (jsonargparse) must see VerifiedLogger accept, before any Trainer runs. A namespace that fails to
+    import is left out, never an error."""
+    bases: list[type] = []
+    for name in installed():
+        ns = _namespace(name)
+        try:
+            bases += [ns.Logger, ns.FabricLogger]
+        except Exception:  # a broken install of the other namespace must not break lmlogger
+            continue
     return tuple(bases)
 
 

@@ -7,7 +7,7 @@ import numbers
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from lightning_utilities.core.rank_zero import rank_zero_only, rank_zero_warn
 
@@ -93,7 +93,7 @@ class VerifiedLogger(Logger):
     # parameters from __new__ when the class defines one: `class_path: lmlogger.VerifiedLogger` in YAML.
     def __new__(
         cls,
-        logger: Logger,
+        logger: AnyLogger,
         *,
         rtol: float = 1e-4,
         atol: float = 1e-6,
@@ -112,7 +112,7 @@ class VerifiedLogger(Logger):
 
     def __init__(
         self,
-        logger: Logger,
+        logger: AnyLogger,
         *,
         rtol: float = 1e-4,
         atol: float = 1e-6,
@@ -343,6 +343,25 @@ class VerifiedLogger(Logger):
         if sink is None or rank_zero_only.rank != 0:
             return
         sink.write(provenance, records)
+
+
+def _accept_every_namespace() -> Any:
+    """VerifiedLogger is a Logger of every installed namespace, for LightningCLI.
+
+    jsonargparse checks ``class_path: lmlogger.VerifiedLogger`` against the Trainer's ``logger`` type (the
+    ``Logger`` of its own namespace) and the nested ``logger`` against ``VerifiedLogger``'s annotation, before any
+    Trainer runs: VerifiedLogger is registered as a virtual subclass of each namespace's ``Logger`` (it
+    implements that interface), and its ``logger`` parameter is annotated with the union of them (``AnyLogger``).
+    """
+    bases = _lightning.installed_logger_bases() or (Logger,)
+    for base in bases:
+        if not issubclass(VerifiedLogger, base):
+            base.register(VerifiedLogger)
+    return Union[bases]  # noqa: UP007 (a union built from a tuple of classes)
+
+
+#: What ``VerifiedLogger(logger)`` accepts, as a type: the Logger (and fabric Logger) of every installed namespace.
+AnyLogger = _accept_every_namespace()
 
 
 def _refusal(logger: Any) -> str:
