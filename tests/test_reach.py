@@ -303,3 +303,54 @@ def test_pytorch_lightning_cli_takes_a_verified_logger(tmp_path):
     logger = cli.trainer.logger
     assert isinstance(logger, VerifiedLogger) and isinstance(logger, CSVLogger)
     assert lmlogger.audit(logger.log_dir).by_key()["f1_compute"].verdict == "mismatch"
+
+
+ONE_NAMESPACE = """
+import sys
+sys.modules[{absent!r}] = None  # as if not installed: find_spec finds nothing, import fails
+import torch
+from {ns} import LightningModule, Trainer
+from {ns}.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import BinaryF1Score
+import lmlogger
+from lmlogger import VerifiedLogger
+
+class M(LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.f1 = BinaryF1Score()
+    def training_step(self, batch, i):
+        x, y = batch
+        logits = self.layer(x).squeeze(-1)
+        self.f1.update(logits.sigmoid(), y)
+        self.log("f1", self.f1, on_epoch=True, on_step=False)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+y = (x[:, 0] > 0).long()
+logger = VerifiedLogger(CSVLogger(sys.argv[1]))
+Trainer(max_epochs=1, logger=logger, enable_progress_bar=False, enable_checkpointing=False).fit(
+    M(), DataLoader(TensorDataset(x, y), batch_size=8))
+assert sys.modules[{absent!r}] is None, "lmlogger imported the absent namespace"
+print("VERDICT", lmlogger.audit(logger.log_dir).by_key()["f1"].verdict)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ns", "absent"), [("lightning.pytorch", "pytorch_lightning"), ("pytorch_lightning", "lightning")]
+)
+def test_either_namespace_alone_is_verified(tmp_path, ns, absent):
+    """With only one namespace installed, lmlogger never imports the other and verifies the run."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "one.py"
+    script.write_text(ONE_NAMESPACE.format(ns=ns, absent=absent))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "VERDICT match" in done.stdout

@@ -9,10 +9,12 @@ callbacks only. lmlogger serves both, and every other runtime module asks this o
   nothing), decided once per process.
 * :func:`loaded` gives the installed namespaces that the process has imported. An object of a namespace
   exists only once its namespace is imported, so ``isinstance`` against the classes of the loaded namespaces
-  (:func:`classes`) sees every object a run can hand lmlogger, and lmlogger never imports a namespace the
-  user's code does not use. Both may be loaded in one process.
+  (:func:`classes`) sees every object a run can hand lmlogger. Both may be loaded in one process.
 * :func:`primary` is the namespace ``VerifiedLogger`` and the base classes are built on
-  (``lightning.pytorch`` when installed, else ``pytorch_lightning``); importing the runtime imports it.
+  (``lightning.pytorch`` when installed, else ``pytorch_lightning``); importing the runtime imports it, and
+  :func:`installed_logger_bases` imports the ``Logger`` of every installed namespace (LightningCLI checks
+  ``class_path: lmlogger.VerifiedLogger`` against it before any run). No namespace that is not installed is
+  ever imported.
 * :func:`of` gives the namespace of a trainer, module or callback, by its class's module.
 """
 
