@@ -417,7 +417,10 @@ def _renamed_prefix(reference_prefix: str, deprecated: dict[str, Any]) -> str:
     """``reference_prefix``, or the value of its old name ``prefix`` (with a DeprecationWarning)."""
     unknown = sorted(set(deprecated) - {"prefix"})
     if unknown:
-        raise TypeError(f"VerifiedLogger() got unexpected keyword argument(s): {', '.join(unknown)}")
+        raise TypeError(
+            f"VerifiedLogger() got unexpected keyword argument(s): {', '.join(unknown)}; it takes the logger to wrap "
+            "and rtol, atol, on_mismatch, reference_prefix (the wrapped logger's own options go to that logger)."
+        )
     if "prefix" not in deprecated:
         return reference_prefix
     if reference_prefix != _DEFAULT_PREFIX:
