@@ -19,7 +19,7 @@ from lmlogger.testing import assert_verified
 
 pytest.importorskip("pytorch_lightning", reason="pip install pytorch-lightning")
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 EPOCHS = 3
@@ -41,6 +41,7 @@ VERDICTS = {
     "cb_f1": "mismatch",  # a callback's forward() value, logged on_epoch: batch values averaged
     "cb_lazy": "match",  # a callback's metric made lazily in a dict, compute() logged at epoch end, then reset
     "direct_lr": "unverified",  # self.logger.log_metrics(...): not through self.log
+    "lr-SGD": "unverified",  # LearningRateMonitor writes to every logger itself
 }
 
 
@@ -91,7 +92,12 @@ def run(tmp_path_factory):
     tb = VerifiedLogger(TensorBoardLogger(str(tmp), name="tb"))
     csv = VerifiedLogger(CSVLogger(str(tmp), name="csv"))
     checkpoint = ModelCheckpoint(dirpath=str(tmp / "ckpt"), monitor="val_f1_stale", mode="max")
-    trainer = PL.trainer([tb, csv], tmp, max_epochs=EPOCHS, callbacks=[F1Callback(), LazyCallback(), checkpoint])
+    trainer = PL.trainer(
+        [tb, csv],
+        tmp,
+        max_epochs=EPOCHS,
+        callbacks=[F1Callback(), LazyCallback(), checkpoint, LearningRateMonitor(logging_interval="epoch")],
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, loader(), loader(60, seed=1))
@@ -157,7 +163,10 @@ def test_a_key_sent_to_the_logger_directly_is_unverified_with_the_reason(run):
     assert key.provenance == "direct"
     assert key.verdict == "unverified" and [e.logged for e in key.epochs] == [0.3] * EPOCHS
     assert "not through `self.log`" in key.reason and "Reach.training_step" in key.reason
-    assert report.summary["unverified"] == 1  # the summary never reads as all-clear
+    monitor = report.by_key()["lr-SGD"]  # a callback writing to the logger directly
+    assert monitor.provenance == "direct" and monitor.verdict == "unverified"
+    assert "`LearningRateMonitor." in monitor.reason and "not through `self.log`" in monitor.reason
+    assert report.summary["unverified"] == 2  # the summary never reads as all-clear
 
 
 def test_pytorch_lightning_model_checkpoint_decisions_are_recorded(run):
@@ -230,6 +239,20 @@ def test_a_run_lmlogger_saw_nothing_of_is_never_silent(tmp_path, monkeypatch):
     assert {k.provenance for k in run.keys} == {"unseen"}
     assert {k.verdict for k in run.keys} == {"unverified"}
     with pytest.raises(AssertionError, match=r"saw none of the self\.log calls"):
+        assert_verified(trainer)
+
+
+def test_a_run_that_never_started_for_lmlogger_is_never_silent(tmp_path, monkeypatch):
+    """Fault injected: lmlogger never sees the run start. The first values the logger receives warn, at the fit
+    line, that nothing is verified; assert_verified refuses the run."""
+    monkeypatch.setattr(VerifiedLogger, "_lml_attach", lambda self, model: None)
+    PL.seeded(0)
+    logger = VerifiedLogger(CSVLogger(str(tmp_path)), on_mismatch="ignore")
+    trainer = PL.trainer(logger, tmp_path, max_epochs=1, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"never saw a trainer run start with this VerifiedLogger") as caught:
+        trainer.fit(PL.KitchenSink(1), loader())
+    assert [w.filename for w in caught if "never saw" in str(w.message)] == [__file__]
+    with pytest.raises(ValueError, match="has not run yet"):
         assert_verified(trainer)
 
 

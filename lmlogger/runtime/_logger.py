@@ -135,6 +135,7 @@ class VerifiedLogger(Logger):
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
         d["_lml_unseen_warned"] = False
+        d["_lml_ran"] = False  # whether a trainer run ever started with this logger
 
     # -- transparency helpers ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -219,8 +220,8 @@ class VerifiedLogger(Logger):
             if session.loggers[0] is self:
                 session.on_log_metrics(metrics, step)
                 session.callback.epoch_values_logged(metrics)
-        elif session is None and not self._lml_unseen_warned and metrics:
-            self._lml_unseen_warned = True  # never silent: values arrive, but lmlogger never saw the run start
+        elif not self._lml_unseen_warned and not self._lml_ran and metrics:
+            self._lml_unseen_warned = True  # never silent: values arrive, but lmlogger never saw a run start
             warn_user(
                 f"lmlogger: {type(self._lml_logger).__name__} received {', '.join(map(repr, list(metrics)[:5]))} "
                 "but lmlogger never saw a trainer run start with this VerifiedLogger, so nothing is verified. "
@@ -301,6 +302,7 @@ class VerifiedLogger(Logger):
         elif self not in session.loggers:
             session.loggers.append(self)
         self._lml_session = session
+        self._lml_ran = True
         if rank_zero_only.rank == 0:
             try:
                 sink = self._lml_sink
