@@ -201,7 +201,8 @@ class VerifiedLogger(Logger):
     def experiment(self) -> Any:
         experiment = self._lml_logger.experiment
         caller = sys._getframe(1)
-        if caller.f_code in _run_start_codes():  # the start of a trainer run (see _run_start_codes)
+        code = caller.f_code
+        if code.co_name == "_call_setup_hook" and code in _run_start_codes():  # a run starts (see _run_start_codes)
             self._lml_run_start(caller.f_locals.get("trainer"))
         return experiment
 
@@ -376,8 +377,8 @@ def _refusal(logger: Any) -> str:
     accepted = ", ".join(f"`{_public_name(base)}`" for base in _lightning.logger_bases())
     return (
         f"VerifiedLogger(logger) wraps a Lightning logger (a subclass of {accepted}); got {_shown(logger)}, "
-        "which is none of them. A logger of your own must derive from the Logger of the namespace its Trainer "
-        "comes from."
+        "which is none of them. A logger of your own derives from one of these (the Logger of the namespace its "
+        "Trainer comes from, usually)."
     )
 
 

@@ -158,7 +158,10 @@ class Session:
     def _find_metrics(self) -> list[tuple[str, Any]]:
         """The metrics of the module and of the trainer's callbacks (a callback that owns a Metric and logs it
         with ``pl_module.log``)."""
-        return module_metrics(self.module) + callback_metrics(getattr(self.trainer, "callbacks", None) or ())
+        own = module_metrics(self.module)
+        seen = {id(m) for _, m in own}  # a callback holding the module itself adds nothing
+        others = callback_metrics(getattr(self.trainer, "callbacks", None) or ())
+        return own + [(name, m) for name, m in others if id(m) not in seen]
 
     def _refresh_metrics(self) -> None:
         """Look for metrics made after the run started (in ``setup``, lazily in the first step)."""
