@@ -377,3 +377,22 @@ def test_either_namespace_alone_is_verified(tmp_path, ns, absent):
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "VERDICT match" in done.stdout
+
+
+@pytest.mark.slow
+def test_an_installed_namespace_the_user_does_not_import_stays_unimported(tmp_path):
+    """lmlogger imports pytorch_lightning only when the user's code does (importing it reroutes Lightning's shared
+    rank-zero log lines to the `pytorch_lightning` logger)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightning.pytorch\n"
+        "from lightning.pytorch.loggers import CSVLogger\n"
+        "from lmlogger import VerifiedLogger\n"
+        f"VerifiedLogger(CSVLogger({str(tmp_path)!r}))\n"
+        "print('LOADED', 'pytorch_lightning' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LOADED False" in done.stdout

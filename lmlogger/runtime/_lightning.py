@@ -11,10 +11,10 @@ callbacks only. lmlogger serves both, and every other runtime module asks this o
   exists only once its namespace is imported, so ``isinstance`` against the classes of the loaded namespaces
   (:func:`classes`) sees every object a run can hand lmlogger. Both may be loaded in one process.
 * :func:`primary` is the namespace ``VerifiedLogger`` and the base classes are built on
-  (``lightning.pytorch`` when installed, else ``pytorch_lightning``); importing the runtime imports it, and
-  :func:`installed_logger_bases` imports the ``Logger`` of every installed namespace (LightningCLI checks
-  ``class_path: lmlogger.VerifiedLogger`` against it before any run). No namespace that is not installed is
-  ever imported.
+  (``lightning.pytorch`` when installed, else ``pytorch_lightning``); importing the runtime imports it.
+  No other namespace is ever imported by lmlogger: importing ``pytorch_lightning`` has process-wide effects
+  (Lightning's shared ``rank_zero`` helpers then log to the ``pytorch_lightning`` logger), so a namespace the
+  user's code does not import stays unimported.
 * :func:`of` gives the namespace of a trainer, module or callback, by its class's module.
 """
 
@@ -177,20 +177,6 @@ def logger_bases() -> tuple[type, ...]:
         module = sys.modules.get(f"{fabric}.loggers")
         if module is not None and getattr(module, "Logger", None) not in bases:
             bases.append(module.Logger)
-    return tuple(bases)
-
-
-def installed_logger_bases() -> tuple[type, ...]:
-    """The ``Logger`` and fabric ``Logger`` of every *installed* namespace, importing them: what LightningCLI's
-    parser (jsonargparse) must see VerifiedLogger accept, before any Trainer runs. A namespace that fails to
-    import is left out, never an error."""
-    bases: list[type] = []
-    for name in installed():
-        ns = _namespace(name)
-        try:
-            bases += [ns.Logger, ns.FabricLogger]
-        except Exception:  # a broken install of the other namespace must not break lmlogger
-            continue
     return tuple(bases)
 
 

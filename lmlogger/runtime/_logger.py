@@ -106,7 +106,8 @@ class VerifiedLogger(Logger):
                 f"VerifiedLogger({logger!r}): this logger is already a VerifiedLogger; wrap the original logger "
                 "once (pass it to the Trainer as it is)."
             )
-        if not isinstance(logger, _lightning.logger_bases()):
+        accept_loaded_namespaces()
+        if not isinstance(logger, _accepted[0]):
             raise TypeError(_refusal(logger))
         return object.__new__(_transparent_class(type(logger)))
 
@@ -348,23 +349,32 @@ class VerifiedLogger(Logger):
         sink.write(provenance, records)
 
 
-def _accept_every_namespace() -> Any:
-    """VerifiedLogger is a Logger of every installed namespace, for LightningCLI.
+def accept_loaded_namespaces() -> None:
+    """Make VerifiedLogger a Logger of every loaded namespace, for LightningCLI (idempotent, cheap).
 
     jsonargparse checks ``class_path: lmlogger.VerifiedLogger`` against the Trainer's ``logger`` type (the
-    ``Logger`` of its own namespace) and the nested ``logger`` against ``VerifiedLogger``'s annotation, before any
-    Trainer runs: VerifiedLogger is registered as a virtual subclass of each namespace's ``Logger`` (it
-    implements that interface), and its ``logger`` parameter is annotated with the union of them (``AnyLogger``).
+    ``Logger`` of its own namespace) and the nested ``logger`` against VerifiedLogger's annotation, before any
+    Trainer runs. VerifiedLogger is registered as a virtual subclass of each loaded namespace's ``Logger`` (it
+    implements that interface), and ``AnyLogger``, the annotation of its ``logger`` parameter (read when the
+    parser is built), becomes the union of them. Called when this module is imported and at every
+    ``lmlogger.VerifiedLogger`` lookup, which is how jsonargparse finds the class, so a namespace imported after
+    lmlogger is covered too.
     """
-    bases = _lightning.installed_logger_bases() or (Logger,)
+    global AnyLogger
+    bases = _lightning.logger_bases()
+    if bases == _accepted[0]:
+        return
     for base in bases:
         if not issubclass(VerifiedLogger, base):
             base.register(VerifiedLogger)
-    return Union[bases]  # noqa: UP007 (a union built from a tuple of classes)
+    _accepted[0] = bases
+    AnyLogger = Union[bases]  # noqa: UP007 (a union built from a tuple of classes)
 
 
-#: What ``VerifiedLogger(logger)`` accepts, as a type: the Logger (and fabric Logger) of every installed namespace.
-AnyLogger = _accept_every_namespace()
+_accepted: list[tuple[type, ...]] = [()]
+#: What ``VerifiedLogger(logger)`` accepts, as a type: the Logger (and fabric Logger) of every loaded namespace.
+AnyLogger: Any = Logger
+accept_loaded_namespaces()
 
 
 def _refusal(logger: Any) -> str:
