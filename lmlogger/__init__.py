@@ -22,11 +22,9 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> _typing.Any:
     # Only VerifiedLogger is lazy; any other unknown name is an AttributeError as usual.
     if name == "VerifiedLogger":
-        from lmlogger.runtime._logger import VerifiedLogger, accept_loaded_namespaces
+        from lmlogger.runtime._logger import VerifiedLogger
 
-        # Not cached in globals(): each lookup (LightningCLI's `class_path: lmlogger.VerifiedLogger` too) first makes
-        # VerifiedLogger a Logger of every Lightning namespace imported since (`accept_loaded_namespaces`).
-        accept_loaded_namespaces()
+        globals()["VerifiedLogger"] = VerifiedLogger
         return VerifiedLogger
     raise AttributeError(f"module 'lmlogger' has no attribute {name!r}")
 

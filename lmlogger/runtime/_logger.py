@@ -356,9 +356,10 @@ def accept_loaded_namespaces() -> None:
     ``Logger`` of its own namespace) and the nested ``logger`` against VerifiedLogger's annotation, before any
     Trainer runs. VerifiedLogger is registered as a virtual subclass of each loaded namespace's ``Logger`` (it
     implements that interface), and ``AnyLogger``, the annotation of its ``logger`` parameter (read when the
-    parser is built), becomes the union of them. Called when this module is imported and at every
-    ``lmlogger.VerifiedLogger`` lookup, which is how jsonargparse finds the class, so a namespace imported after
-    lmlogger is covered too.
+    parser is built), becomes the union of them. Called when this module is imported and by every
+    ``VerifiedLogger(...)``: a script run by ``pytorch_lightning.cli`` imports ``pytorch_lightning`` before
+    ``lmlogger`` (or leaves ``lmlogger.VerifiedLogger`` to the YAML ``class_path``), so that the first lookup
+    finds the namespace loaded.
     """
     global AnyLogger
     bases = _lightning.logger_bases()
