@@ -55,8 +55,9 @@ def assert_verified(
         The `AuditReport` that was checked, for further assertions.
 
     Raises:
-        AssertionError: a key mismatched (or was unverified with ``allow_unverified=False``). The
-            message lists each such key with its logged and reference values, finding and fix.
+        AssertionError: a key mismatched (or was unverified with ``allow_unverified=False``), or lmlogger saw
+            none of the run's ``self.log`` calls (nothing was verified). The message lists each such key with its
+            logged and reference values, finding and fix.
         ValueError: the trainer has no VerifiedLogger, or the VerifiedLogger has not run yet.
         TypeError: ``target`` is none of the above.
 
@@ -73,6 +74,9 @@ def assert_verified(
     failing = [(run.source, key) for run in report.runs for key in run.keys if key.verdict in bad]
     if failing:
         raise AssertionError(_message(report, failing, allow_unverified))
+    blind = [run for run in report.runs if run.blind]
+    if blind:  # nothing was verified: never a pass, whatever allow_unverified says
+        raise AssertionError("\n".join(f"run {run.source}: {run.problems[0]}" for run in blind))
     return report
 
 

@@ -204,6 +204,38 @@ def trainer(logger: Any, tmp_path: Any, **kwargs: Any) -> Trainer:
     return Trainer(**options)
 
 
+_namespaced: dict[str, Any] = {}
+
+
+def helpers_for(namespace: str) -> Any:
+    """This module with every ``lightning.pytorch`` import read as ``namespace`` (``pytorch_lightning``): the same
+    test models, built on that namespace's ``LightningModule`` and run by its ``Trainer``."""
+    import importlib
+    import inspect
+    import sys
+    import types
+
+    if namespace == "lightning.pytorch":
+        return sys.modules[__name__]
+    module = _namespaced.get(namespace)
+    if module is None:
+        importlib.import_module(namespace)
+        source = inspect.getsource(sys.modules[__name__]).replace("lightning.pytorch", namespace)
+        module = types.ModuleType(f"helpers_{namespace.replace('.', '_')}")
+        module.__file__ = __file__
+        sys.modules[module.__name__] = module
+        exec(compile(source, __file__, "exec"), module.__dict__)
+        _namespaced[namespace] = module
+    return module
+
+
+def loggers_of(namespace: str) -> Any:
+    """``namespace.loggers`` (``lightning.pytorch.loggers`` or ``pytorch_lightning.loggers``)."""
+    import importlib
+
+    return importlib.import_module(f"{namespace}.loggers")
+
+
 def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")

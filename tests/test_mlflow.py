@@ -710,12 +710,16 @@ def test_local_copy_has_a_named_home_announced_in_one_info_line(tmp_path):
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = records.append
-    lightning_log = logging.getLogger("lightning.pytorch")  # where Lightning prints "GPU available: ..." too
-    lightning_log.addHandler(handler)
+    # where Lightning prints "GPU available: ..." too: Lightning's shared rank-zero log is the `pytorch_lightning`
+    # one once that namespace is imported in the process (as the suite's tests under both namespaces do)
+    lightning_logs = [logging.getLogger(name) for name in ("lightning.pytorch", "pytorch_lightning")]
+    for lightning_log in lightning_logs:
+        lightning_log.addHandler(handler)
     try:
         trained = train(RightPatterns, uri, tmp_path / "root", "home", str(tmp_path / "artifacts"), epochs=1)
     finally:
-        lightning_log.removeHandler(handler)
+        for lightning_log in lightning_logs:
+            lightning_log.removeHandler(handler)
     home = tmp_path / "root" / "lmlogger_mlflow" / trained.experiment_id / trained.run_id
     assert trained.run_dir == str(home)
     assert (home / "lmlogger" / "provenance.jsonl").is_file() and (home / "lmlogger" / "report.html").is_file()

@@ -2,13 +2,13 @@
 
 import csv
 import glob
+import importlib
 import os
 import pickle
 
 import pytest
-from helpers import KitchenSink, loader, seeded, trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from helpers import KitchenSink, helpers_for, loader, loggers_of, seeded, trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
@@ -45,25 +45,28 @@ def scalars(backend, run_dir):
     return tb_scalars(run_dir) if backend == "tensorboard" else csv_scalars(run_dir)
 
 
-def fit(tmp_path, backend, wrap):
-    seeded(0)
-    logger = BACKENDS[backend](str(tmp_path), name="exp")
+def fit(tmp_path, backend, wrap, namespace="lightning.pytorch"):
+    h, loggers = helpers_for(namespace), loggers_of(namespace)
+    h.seeded(0)
+    logger = getattr(loggers, BACKENDS[backend].__name__)(str(tmp_path), name="exp")
     if wrap:
         logger = VerifiedLogger(logger, on_mismatch="ignore")
-    ckpt = ModelCheckpoint(monitor="loss_epoch", save_top_k=1)
-    t = trainer(logger, tmp_path, max_epochs=2, callbacks=[ckpt], enable_checkpointing=True)
-    t.fit(KitchenSink(), loader(), [loader(60, seed=1), loader(44, seed=2)])
+    ckpt = importlib.import_module(f"{namespace}.callbacks").ModelCheckpoint(monitor="loss_epoch", save_top_k=1)
+    t = h.trainer(logger, tmp_path, max_epochs=2, callbacks=[ckpt], enable_checkpointing=True)
+    t.fit(h.KitchenSink(), loader(), [loader(60, seed=1), loader(44, seed=2)])
     return t, logger, ckpt
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
-def test_wrapped_run_logs_identical_values_dirs_and_checkpoints(tmp_path, backend):
-    """Every user scalar, the log dir and the checkpoint path equal those of an unwrapped run."""
-    plain_t, _, plain_ckpt = fit(tmp_path / "plain", backend, wrap=False)
-    wrapped_t, wrapped_logger, wrapped_ckpt = fit(tmp_path / "wrapped", backend, wrap=True)
+def test_wrapped_run_logs_identical_values_dirs_and_checkpoints(tmp_path, backend, namespace):
+    """Every user scalar, the log dir and the checkpoint path equal those of an unwrapped run (the logger, Trainer
+    and module of each Lightning namespace)."""
+    plain_t, _, plain_ckpt = fit(tmp_path / "plain", backend, wrap=False, namespace=namespace)
+    wrapped_t, wrapped_logger, wrapped_ckpt = fit(tmp_path / "wrapped", backend, wrap=True, namespace=namespace)
 
-    assert isinstance(wrapped_logger, BACKENDS[backend])
-    assert isinstance(wrapped_logger, Logger)
+    loggers = loggers_of(namespace)
+    assert isinstance(wrapped_logger, getattr(loggers, BACKENDS[backend].__name__))
+    assert isinstance(wrapped_logger, loggers.Logger)
     rel = os.path.relpath
     assert rel(wrapped_t.log_dir, tmp_path / "wrapped") == rel(plain_t.log_dir, tmp_path / "plain")
     assert wrapped_t.log_dir == wrapped_logger.wrapped.log_dir
@@ -104,8 +107,11 @@ def test_pickle_round_trip_keeps_wrapping(tmp_path):
 
 
 def test_wrong_arguments_are_named():
-    with pytest.raises(TypeError, match=r"wraps a `lightning\.pytorch\.loggers\.Logger`"):
+    """Each refusal names what it got and what it accepts."""
+    with pytest.raises(TypeError, match=r"subclass of `lightning\.pytorch\.loggers\.Logger`.*got 'logs' \(a str\)"):
         VerifiedLogger("logs")
+    with pytest.raises(TypeError, match=r"takes a logger instance, got the class .*TensorBoardLogger"):
+        VerifiedLogger(TensorBoardLogger)
     tb = TensorBoardLogger("unused")
     with pytest.raises(ValueError, match="on_mismatch='loud'"):
         VerifiedLogger(tb, on_mismatch="loud")

@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import KitchenSink, accuracy, f1, loader, precision, seeded, trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from helpers import accuracy, f1, helpers_for, loader, loggers_of, precision
 
 import lmlogger
 from lmlogger import VerifiedLogger
@@ -31,12 +30,14 @@ def batch_mean(rec, fn, key):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, namespace):
+    """One fit and test of the KitchenSink, under each Lightning namespace (its module, Trainer and logger)."""
     tmp = tmp_path_factory.mktemp("verify")
-    seeded(0)
-    model = KitchenSink(val_loaders=2)
-    logger = VerifiedLogger(TensorBoardLogger(str(tmp), name="run"), on_mismatch="ignore")
-    t = trainer(logger, tmp, max_epochs=EPOCHS, num_sanity_val_steps=2)
+    h = helpers_for(namespace)
+    h.seeded(0)
+    model = h.KitchenSink(val_loaders=2)
+    logger = VerifiedLogger(loggers_of(namespace).TensorBoardLogger(str(tmp), name="run"), on_mismatch="ignore")
+    t = h.trainer(logger, tmp, max_epochs=EPOCHS, num_sanity_val_steps=2)
     t.fit(model, loader(), [loader(60, seed=1), loader(44, seed=2)])
     t.test(model, loader(50, seed=3))
     return model, logger, lmlogger.audit(logger.log_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmlogger.records._coverage import blind_line
 from lmlogger.records._gap import relative_gap
 from lmlogger.records._records import VERDICTS, json_number
 
@@ -164,6 +165,12 @@ class RunReport:
     decisions: list[Any] = field(default_factory=list)
     #: For a checkpoint file: when it was saved and by which callback (``None`` for a run).
     checkpoint: dict[str, Any] | None = None
+
+    @property
+    def blind(self) -> bool:
+        """Whether lmlogger saw none of the ``self.log`` calls whose keys the logger received: nothing in the run
+        was verified (see :mod:`lmlogger.records._coverage`)."""
+        return blind_line(self.keys) is not None
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(VERDICTS, 0)

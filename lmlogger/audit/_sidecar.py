@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from lmlogger.audit._model import EpochReport, KeyReport, RunReport, StageReport
+from lmlogger.records._coverage import blind_line
 from lmlogger.records._records import (
     RECORD_TYPES,
     SCHEMA_VERSION,
@@ -247,6 +248,9 @@ def run_report(
     for key in sorted(set(provenance) | set(verifications)):
         prov = provenance.get(key)
         report.keys.append(_key_report(key, prov, verifications.get(key, []), rtol, atol))
+    blind = blind_line(report.keys)
+    if blind is not None:  # never silent: a run lmlogger saw nothing of does not read as all-clear
+        report.problems.insert(0, blind)
     from lmlogger.audit._decisions import apply_decisions
 
     apply_decisions(report, records)  # checkpoint / early stopping / scheduler decisions, replayed

@@ -13,4 +13,8 @@ def _version(dist: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    return {name: _version(name) for name in ("lmlogger", "lightning", "torchmetrics", "torch")}
+    out = {name: _version(name) for name in ("lmlogger", "lightning", "torchmetrics", "torch")}
+    standalone = _version("pytorch-lightning")  # the standalone `pytorch_lightning` namespace, when installed
+    if standalone != "unknown":
+        out["pytorch_lightning"] = standalone
+    return out

@@ -23,14 +23,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lmlogger.records._errors import warn_user
 from lmlogger.records._records import SCHEMA_VERSION, DecisionRecord, VerificationRecord, json_number, worst
 from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, DecisionReplay
+from lmlogger.runtime import _lightning
 
 if TYPE_CHECKING:
     from lmlogger.runtime._session import Session
@@ -127,8 +127,10 @@ class DecisionTracker:
     def start(self) -> None:
         trainer = self.session.trainer
         self._read_seeds(trainer)
+        # the callback classes of every loaded namespace: lightning.pytorch's and pytorch_lightning's
+        checkpoints, stoppers = _lightning.classes("ModelCheckpoint"), _lightning.classes("EarlyStopping")
         for callback in list(trainer.callbacks):
-            if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+            if isinstance(callback, checkpoints) and callback.monitor is not None:
                 watched = self._watch(
                     callback,
                     CHECKPOINT,
@@ -141,7 +143,7 @@ class DecisionTracker:
                     },
                 )
                 self._patch(callback, "_save_topk_checkpoint", self._checkpoint_wrapper(watched))
-            elif isinstance(callback, EarlyStopping) and callback.monitor is not None:
+            elif isinstance(callback, stoppers) and callback.monitor is not None:
                 watched = self._watch(
                     callback,
                     EARLY_STOPPING,

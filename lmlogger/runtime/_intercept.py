@@ -1,7 +1,9 @@
-"""The one seam on Lightning: a wrapper of ``LightningModule.log``.
+"""The one seam on Lightning: a wrapper of ``LightningModule.log``, in every Lightning namespace.
 
 Lightning has no public hook that sees the *object* passed to ``self.log`` (loggers only receive
-floats), so lmlogger wraps ``LightningModule.log`` at class level. The wrapper:
+floats), so lmlogger wraps ``LightningModule.log`` at class level, in each namespace the process has
+loaded (``lightning.pytorch`` and ``pytorch_lightning`` have distinct ``LightningModule`` classes; see
+:mod:`lmlogger.runtime._lightning`). The wrapper:
 
 * calls Lightning's own ``log`` first, so every user error surfaces exactly as without lmlogger;
 * then, only for a trainer that has an active lmlogger session, hands the call to that session;
@@ -20,28 +22,41 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import LightningModule
+from lmlogger.runtime import _lightning
 
 if TYPE_CHECKING:
     from lmlogger.runtime._session import Session
 
 _lock = threading.RLock()
 _holders = 0
-_wrapper: Any = None  # the function lmlogger installed (it may since have been wrapped by another library)
-_original: Any = None  # what _wrapper calls
+
+
+class _Seam:
+    """lmlogger's wrapper on one namespace's ``LightningModule.log``."""
+
+    __slots__ = ("cls", "original", "wrapper")
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.wrapper: Any = None  # the function lmlogger installed (it may since have been wrapped by another library)
+        self.original: Any = None  # what wrapper calls
+
+
+# LightningModule class -> its seam (one per namespace)
+_seams: dict[type, _Seam] = {}
 # trainer -> session. Weak keys: a trainer that is garbage collected takes its session with it.
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 _CHAIN_DEPTH = 32  # how far down a chain of ``__wrapped__`` wrappers to look for ours
 
 
-def _make_wrapper(original: Any) -> Any:
+def _make_wrapper(seam: _Seam, original: Any) -> Any:
     sessions = _sessions
 
     @functools.wraps(original)
-    def log(self: LightningModule, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+    def log(self: Any, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         original(self, name, value, *args, **kwargs)
         trainer = self._trainer
-        if trainer is None or not sessions or _wrapper is not log:  # a stale wrapper of ours is a pass-through
+        if trainer is None or not sessions or seam.wrapper is not log:  # a stale wrapper of ours is a pass-through
             return
         session = sessions.get(trainer)
         if session is not None:
@@ -50,11 +65,11 @@ def _make_wrapper(original: Any) -> Any:
     return log
 
 
-def _in_chain(fn: Any) -> bool:
-    """Whether ``fn`` is ``LightningModule.log`` or is wrapped (``__wrapped__``) by it."""
+def _in_chain(cls: type, fn: Any) -> bool:
+    """Whether ``fn`` is ``cls.log`` or is wrapped (``__wrapped__``) by it."""
     if fn is None:
         return False
-    current = LightningModule.__dict__.get("log")
+    current = cls.__dict__.get("log")
     for _ in range(_CHAIN_DEPTH):
         if current is fn:
             return True
@@ -64,38 +79,52 @@ def _in_chain(fn: Any) -> bool:
     return False
 
 
+def _install(cls: type) -> None:
+    seam = _seams.get(cls)
+    if seam is None:
+        seam = _seams[cls] = _Seam(cls)
+    if not _in_chain(cls, seam.wrapper):
+        seam.original = cls.__dict__["log"]
+        seam.wrapper = _make_wrapper(seam, seam.original)
+        cls.log = seam.wrapper
+
+
 def acquire() -> None:
-    """Install the wrapper (idempotent; each call must be paired with one :func:`release`)."""
-    global _holders, _original, _wrapper
+    """Install the wrapper on the ``LightningModule`` of every loaded namespace (idempotent; each call must be
+    paired with one :func:`release`). A namespace first imported while a hold is on is covered by the next
+    acquire, which every run start makes."""
+    global _holders
     with _lock:
-        if _holders == 0 and not _in_chain(_wrapper):
-            _original = LightningModule.__dict__["log"]
-            _wrapper = _make_wrapper(_original)
-            LightningModule.log = _wrapper  # type: ignore[method-assign]
+        for cls in _lightning.classes("LightningModule"):
+            _install(cls)
         _holders += 1
 
 
 def release() -> None:
-    """Drop one hold; the last one restores Lightning's own ``LightningModule.log``.
+    """Drop one hold; the last one restores Lightning's own ``LightningModule.log`` in every namespace.
 
     When another library has wrapped ``LightningModule.log`` on top of ours since, its wrapper stays
     installed (removing ours would remove it too); ours stays below it as a pass-through (no session
     is registered any more) and is reused by the next :func:`acquire`, so it is never stacked twice.
     """
-    global _holders, _original, _wrapper
+    global _holders
     with _lock:
         if _holders == 0:
             return
         _holders -= 1
-        if _holders == 0 and LightningModule.__dict__.get("log") is _wrapper:
-            LightningModule.log = _original  # type: ignore[method-assign]
-            _wrapper = _original = None
+        if _holders:
+            return
+        for cls, seam in _seams.items():
+            if seam.wrapper is not None and cls.__dict__.get("log") is seam.wrapper:
+                cls.log = seam.original
+                seam.wrapper = seam.original = None
 
 
 def is_installed() -> bool:
-    """Whether lmlogger's wrapper is part of ``LightningModule.log`` (directly or below another wrapper)."""
+    """Whether lmlogger's wrapper is part of ``LightningModule.log`` of any namespace (directly or below another
+    wrapper)."""
     with _lock:
-        return _in_chain(_wrapper)
+        return any(_in_chain(cls, seam.wrapper) for cls, seam in _seams.items())
 
 
 def register(trainer: Any, session: Session) -> None:

@@ -32,6 +32,8 @@ from torchmetrics.utilities import data as tm_data
 from torchmetrics.wrappers import Running
 from torchmetrics.wrappers.abstract import WrapperMetric
 
+from lmlogger.runtime import _lightning
+
 Owner = tuple[str, int]  # (phase, epoch index); phase "sanity" is discarded
 
 _SUM = "sum"
@@ -57,12 +59,10 @@ _FORWARD_CODES = frozenset(
 )
 
 
-try:  # Lightning resets a logged metric object itself, after computing its epoch value: not a user's reset
-    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
-
-    _LIGHTNING_RESET_CODES = frozenset({_ResultMetric.reset.__code__})
-except (ImportError, AttributeError):  # pragma: no cover - other Lightning layouts
-    _LIGHTNING_RESET_CODES = frozenset()
+def _lightning_reset_codes() -> frozenset[Any]:
+    """Lightning resets a logged metric object itself, after computing its epoch value: not a user's reset
+    (``_ResultMetric.reset`` of every loaded namespace)."""
+    return frozenset(code for ns in _lightning.loaded() if (code := ns.result_reset_code) is not None)
 
 
 def _reduction_name(fn: Any) -> str:
@@ -152,7 +152,7 @@ class _ResetTap:
         caller = sys._getframe(1).f_code
         user = caller not in _FORWARD_CODES
         if user:
-            self.tap.on_user_reset(by_lightning=caller in _LIGHTNING_RESET_CODES)
+            self.tap.on_user_reset(by_lightning=caller in _lightning_reset_codes())
         type(self.metric).reset(self.metric)
         if user:
             self.tap.after_reset()

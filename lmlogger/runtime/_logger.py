@@ -7,16 +7,14 @@ import numbers
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-from lightning.pytorch.loggers import Logger
-from lightning.pytorch.trainer import call as _trainer_call
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_only, rank_zero_warn
 
+from lmlogger.records._errors import warn_user
 from lmlogger.records._records import ProvenanceRecord, VerificationRecord
 from lmlogger.records._verify import DEFAULT_ATOL, DEFAULT_RTOL
-from lmlogger.runtime import _intercept
+from lmlogger.runtime import _intercept, _lightning
 from lmlogger.runtime._session import Session
 
 if TYPE_CHECKING:
@@ -24,11 +22,20 @@ if TYPE_CHECKING:
 from lmlogger.runtime.sinks import make_sink
 
 _ON_MISMATCH = ("warn", "raise", "ignore")
-# Lightning's `_call_setup_hook(trainer)` reads `logger.experiment` of every logger, on every rank, at
-# the start of every fit/validate/test/predict, before any hook can `self.log` (and whatever
-# `enable_autolog_hparams` says, unlike `log_graph`). Recognised by its code object, so a user's
-# own `logger.experiment` is never taken for the start of a run.
-_RUN_START_CODE = _trainer_call._call_setup_hook.__code__
+# VerifiedLogger derives from the Logger of the preferred installed namespace (lightning.pytorch, else
+# pytorch_lightning); the class made for each wrapped logger also derives from that logger's own class, so
+# isinstance holds in the logger's namespace (see _transparent_class).
+Logger = _lightning.primary().Logger
+# rank_zero_only/rank_zero_warn come from lightning_utilities: both namespaces re-export these same objects,
+# and the strategies of both set the one `rank_zero_only.rank`.
+
+
+def _run_start_codes() -> frozenset[Any]:
+    """Lightning's `_call_setup_hook(trainer)` reads `logger.experiment` of every logger, on every rank, at the
+    start of every fit/validate/test/predict, before any hook can `self.log` (and whatever
+    `enable_autolog_hparams` says, unlike `log_graph`). Recognised by its code object (one per loaded
+    namespace), so a user's own `logger.experiment` is never taken for the start of a run."""
+    return frozenset(ns.run_start_code for ns in _lightning.loaded())
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class VerifiedLogger(Logger):
     # parameters from __new__ when the class defines one: `class_path: lmlogger.VerifiedLogger` in YAML.
     def __new__(
         cls,
-        logger: Logger,
+        logger: AnyLogger,
         *,
         rtol: float = 1e-4,
         atol: float = 1e-6,
@@ -94,18 +101,19 @@ class VerifiedLogger(Logger):
         reference_prefix: str = "lmlogger/reference/",
         **deprecated: Any,
     ) -> VerifiedLogger:
-        if not isinstance(logger, Logger):
-            raise TypeError(
-                f"VerifiedLogger wraps a `lightning.pytorch.loggers.Logger`, got {type(logger).__name__}. "
-                "Example: VerifiedLogger(TensorBoardLogger('logs'))"
-            )
         if isinstance(logger, VerifiedLogger):
-            raise ValueError("This logger is already a VerifiedLogger: wrap the original logger once.")
+            raise ValueError(
+                f"VerifiedLogger({logger!r}): this logger is already a VerifiedLogger; wrap the original logger "
+                "once (pass it to the Trainer as it is)."
+            )
+        accept_loaded_namespaces()
+        if not isinstance(logger, _accepted[0]):
+            raise TypeError(_refusal(logger))
         return object.__new__(_transparent_class(type(logger)))
 
     def __init__(
         self,
-        logger: Logger,
+        logger: AnyLogger,
         *,
         rtol: float = 1e-4,
         atol: float = 1e-6,
@@ -127,6 +135,8 @@ class VerifiedLogger(Logger):
         d["_lml_session"] = None
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
+        d["_lml_unseen_warned"] = False
+        d["_lml_ran"] = False  # whether a trainer run ever started with this logger
 
     # -- transparency helpers ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -177,7 +187,8 @@ class VerifiedLogger(Logger):
 
     @property
     def save_dir(self) -> str | None:
-        return self._lml_logger.save_dir
+        # Fabric loggers (LitLogger, lightning.fabric's TensorBoard/CSV loggers) have no save_dir.
+        return getattr(self._lml_logger, "save_dir", None)
 
     @property
     def root_dir(self) -> str | None:
@@ -191,7 +202,8 @@ class VerifiedLogger(Logger):
     def experiment(self) -> Any:
         experiment = self._lml_logger.experiment
         caller = sys._getframe(1)
-        if caller.f_code is _RUN_START_CODE:  # the start of a trainer run (see _RUN_START_CODE)
+        code = caller.f_code
+        if code.co_name == "_call_setup_hook" and code in _run_start_codes():  # a run starts (see _run_start_codes)
             self._lml_run_start(caller.f_locals.get("trainer"))
         return experiment
 
@@ -205,9 +217,18 @@ class VerifiedLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._lml_logger.log_metrics(metrics, step)
         session = self._lml_session
-        if session is not None and session.loggers[0] is self:
-            session.on_log_metrics(metrics, step)
-            session.callback.epoch_values_logged(metrics)
+        if session is not None:
+            session.coverage.received(self, metrics, step, sys._getframe(1))  # keys that did not come from self.log
+            if session.loggers[0] is self:
+                session.on_log_metrics(metrics, step)
+                session.callback.epoch_values_logged(metrics)
+        elif not self._lml_unseen_warned and not self._lml_ran and metrics:
+            self._lml_unseen_warned = True  # never silent: values arrive, but lmlogger never saw a run start
+            warn_user(
+                f"lmlogger: {type(self._lml_logger).__name__} received {', '.join(map(repr, list(metrics)[:5]))} "
+                "but lmlogger never saw a trainer run start with this VerifiedLogger, so nothing is verified. "
+                f"lmlogger follows the Trainer of {_lightning.names()} (fit/validate/test)."
+            )
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         # With enable_autolog_hparams (the default) Lightning calls log_graph(pl_module) at the start
@@ -256,7 +277,8 @@ class VerifiedLogger(Logger):
         enters lmlogger's per-epoch collective) whatever the user logs where."""
         if trainer is None or not any(lg is self for lg in getattr(trainer, "loggers", ())):
             return
-        if trainer.state.fn == TrainerFn.PREDICTING:  # self.log is not allowed in predict: nothing to verify
+        fn = trainer.state.fn
+        if fn is not None and fn.value == "predict":  # self.log is not allowed in predict: nothing to verify
             return
         model = trainer.lightning_module
         if model is None:
@@ -282,6 +304,7 @@ class VerifiedLogger(Logger):
         elif self not in session.loggers:
             session.loggers.append(self)
         self._lml_session = session
+        self._lml_ran = True
         if rank_zero_only.rank == 0:
             try:
                 sink = self._lml_sink
@@ -302,6 +325,10 @@ class VerifiedLogger(Logger):
         try:
             if session is None:
                 return
+            try:
+                session.coverage.finish()  # keys that reached the logger without self.log, written before the close
+            except Exception as err:
+                session._internal_error("recording the keys lmlogger did not see", err)
             self.__dict__["_lml_session"] = None
             if self in session.loggers and all(lg._lml_session is None for lg in session.loggers):
                 session.detach()
@@ -320,6 +347,64 @@ class VerifiedLogger(Logger):
         if sink is None or rank_zero_only.rank != 0:
             return
         sink.write(provenance, records)
+
+
+def accept_loaded_namespaces() -> None:
+    """Make VerifiedLogger a Logger of every loaded namespace, for LightningCLI (idempotent, cheap).
+
+    jsonargparse checks ``class_path: lmlogger.VerifiedLogger`` against the Trainer's ``logger`` type (the
+    ``Logger`` of its own namespace) and the nested ``logger`` against VerifiedLogger's annotation, before any
+    Trainer runs. VerifiedLogger is registered as a virtual subclass of each loaded namespace's ``Logger`` (it
+    implements that interface), and ``AnyLogger``, the annotation of its ``logger`` parameter (read when the
+    parser is built), becomes the union of them. Called when this module is imported and by every
+    ``VerifiedLogger(...)``: a script run by ``pytorch_lightning.cli`` imports ``pytorch_lightning`` before
+    ``lmlogger`` (or leaves ``lmlogger.VerifiedLogger`` to the YAML ``class_path``), so that the first lookup
+    finds the namespace loaded.
+    """
+    global AnyLogger
+    bases = _lightning.logger_bases()
+    if bases == _accepted[0]:
+        return
+    for base in bases:
+        if not issubclass(VerifiedLogger, base):
+            base.register(VerifiedLogger)
+    _accepted[0] = bases
+    AnyLogger = Union[bases]  # noqa: UP007 (a union built from a tuple of classes)
+
+
+_accepted: list[tuple[type, ...]] = [()]
+#: What ``VerifiedLogger(logger)`` accepts, as a type: the Logger (and fabric Logger) of every loaded namespace.
+AnyLogger: Any = Logger
+accept_loaded_namespaces()
+
+
+def _refusal(logger: Any) -> str:
+    """Why ``logger`` cannot be wrapped: what was given, what is accepted, and what to do."""
+    if isinstance(logger, type):
+        return (
+            f"VerifiedLogger(logger) takes a logger instance, got the class `{logger.__module__}.{logger.__qualname__}`"
+            f": create the logger first, e.g. VerifiedLogger({logger.__qualname__}(...))."
+        )
+    accepted = ", ".join(f"`{_public_name(base)}`" for base in _lightning.logger_bases())
+    return (
+        f"VerifiedLogger(logger) wraps a Lightning logger (a subclass of {accepted}); got {_shown(logger)}, "
+        "which is none of them. A logger of your own derives from one of these (the Logger of the namespace its "
+        "Trainer comes from, usually)."
+    )
+
+
+def _shown(obj: Any) -> str:
+    """What was given, as a user recognises it: ``'logs' (a str)``, ``a mypkg.MyLogger``."""
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        text = repr(obj)
+        return f"{text if len(text) <= 40 else text[:37] + '...'} (a {cls.__qualname__})"
+    return f"a `{cls.__module__}.{cls.__qualname__}`"
+
+
+def _public_name(cls: type) -> str:
+    """``lightning.pytorch.loggers.Logger`` for the class defined in ``lightning.pytorch.loggers.logger``."""
+    return f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__qualname__}"
 
 
 def _run_key(logger: Logger) -> Any:
@@ -346,7 +431,10 @@ def _renamed_prefix(reference_prefix: str, deprecated: dict[str, Any]) -> str:
     """``reference_prefix``, or the value of its old name ``prefix`` (with a DeprecationWarning)."""
     unknown = sorted(set(deprecated) - {"prefix"})
     if unknown:
-        raise TypeError(f"VerifiedLogger() got unexpected keyword argument(s): {', '.join(unknown)}")
+        raise TypeError(
+            f"VerifiedLogger() got unexpected keyword argument(s): {', '.join(unknown)}; it takes the logger to wrap "
+            "and rtol, atol, on_mismatch, reference_prefix (the wrapped logger's own options go to that logger)."
+        )
     if "prefix" not in deprecated:
         return reference_prefix
     if reference_prefix != _DEFAULT_PREFIX:

@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -192,6 +193,35 @@ def module_metrics(module: Any) -> list[tuple[str, Metric]]:
                     if isinstance(sub, Metric) and id(sub) not in seen:
                         seen.add(id(sub))
                         found.append((f"{attr}[{key!r}]" + (f".{sub_name}" if sub_name else ""), sub))
+    return found
+
+
+def callback_metrics(callbacks: Any) -> list[tuple[str, Metric]]:
+    """Every ``Metric`` owned by a callback (``self.f1 = BinaryF1Score()`` in a ``Callback`` that logs it with
+    ``pl_module.log``), as ``callbacks[MyCallback].f1``: the attributes of each callback, in ``nn.Module`` children
+    and plain ``dict``/``list`` attributes one level deep, as :func:`module_metrics` finds a module's."""
+    found: list[tuple[str, Metric]] = []
+    seen: set[int] = set()
+    for callback in callbacks:
+        attrs = getattr(callback, "__dict__", None)
+        if not attrs or isinstance(callback, Metric):
+            continue
+        label = f"callbacks[{type(callback).__name__}]"
+        for attr, value in attrs.items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, (dict, list, tuple)):
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                candidates = [(f"{attr}[{key!r}]", item) for key, item in items]
+            else:
+                candidates = [(attr, value)]
+            for path, item in candidates:
+                if not isinstance(item, torch.nn.Module):
+                    continue
+                for sub_name, sub in item.named_modules():
+                    if isinstance(sub, Metric) and id(sub) not in seen:
+                        seen.add(id(sub))
+                        found.append((f"{label}.{path}" + (f".{sub_name}" if sub_name else ""), sub))
     return found
 
 

@@ -15,13 +15,11 @@ the sinks of every VerifiedLogger on the trainer.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.nn import ModuleDict, ModuleList
 from torchmetrics import MaxMetric, Metric, MetricCollection, MinMetric
@@ -32,7 +30,8 @@ from lmlogger.records._errors import MismatchError, warn_user
 from lmlogger.records._gap import format_gap, relative_gap
 from lmlogger.records._records import VerificationRecord
 from lmlogger.records._verify import Facts, compare, judge
-from lmlogger.runtime import _intercept
+from lmlogger.runtime import _intercept, _lightning
+from lmlogger.runtime._coverage import Coverage
 from lmlogger.runtime._decisions import DecisionTracker
 from lmlogger.runtime._distributed import Exchange
 from lmlogger.runtime._ledger import (
@@ -52,6 +51,7 @@ from lmlogger.runtime._provenance import (
     Classified,
     NumberEvidence,
     PendingNumber,
+    callback_metrics,
     classify,
     is_step_hook,
     module_metrics,
@@ -60,15 +60,19 @@ from lmlogger.runtime._provenance import (
 )
 from lmlogger.runtime._samples import EXCHANGE_KEY, Accounts, SampleAccountant
 from lmlogger.runtime._tracker import KeyTracker
-from lmlogger.runtime._windows import WindowCallback
+from lmlogger.runtime._windows import window_callback
 
 if TYPE_CHECKING:
     from lmlogger.runtime._logger import VerifiedLogger
 
 
-_LOG_SIGNATURE = inspect.signature(LightningModule.log)
-# Frames to step over to reach the user's ``self.log`` call site: lmlogger's own and LightningModule's.
-_SKIP_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, inspect.getfile(LightningModule))
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _skip_files() -> tuple[str, ...]:
+    """Frames to step over to reach the user's ``self.log`` call site: lmlogger's own and LightningModule's (of
+    every loaded namespace)."""
+    return (_RUNTIME_DIR, *(ns.module_file for ns in _lightning.loaded()))
 
 
 @dataclass
@@ -91,13 +95,14 @@ class _Capture:
 class Session:
     """See module docstring."""
 
-    def __init__(self, trainer: Any, module: LightningModule, owner: VerifiedLogger) -> None:
+    def __init__(self, trainer: Any, module: Any, owner: VerifiedLogger) -> None:
         self.trainer = trainer
         self.module = module
+        self.namespace = _lightning.of(module) or _lightning.of(trainer) or _lightning.primary()
         self.loggers: list[VerifiedLogger] = [owner]
         self.options = owner.options
         self.trackers: dict[str, KeyTracker | None] = {}
-        self.metrics = module_metrics(module)
+        self.metrics = self._find_metrics()
         self.taps: dict[int, MetricTap] = {}
         self.samples = SampleAccountant(self)  # issue 14: samples behind each epoch value (_samples.py)
         self.owner: Owner | None = None
@@ -113,9 +118,10 @@ class Session:
         self._results: dict[str | None, Any] = {}
         self.failed_internally: str | None = None
         self.exchange = Exchange(trainer)
-        self.callback = WindowCallback(self)
+        self.callback = window_callback(self)
         self.decisions = DecisionTracker(self)  # checkpoint / early stopping / scheduler decisions
         self.best: dict[tuple[int, str, int | None], _Best] = {}  # MinMaxMetric histories (best-so-far)
+        self.coverage = Coverage(self)  # keys the logger received without an observed self.log
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _tap(self, metric: Any, attribute: str | None, adopt: bool = True) -> MetricTap:
@@ -162,9 +168,17 @@ class Session:
                 roots.add(name)
         return roots
 
+    def _find_metrics(self) -> list[tuple[str, Any]]:
+        """The metrics of the module and of the trainer's callbacks (a callback that owns a Metric and logs it
+        with ``pl_module.log``)."""
+        own = module_metrics(self.module)
+        seen = {id(m) for _, m in own}  # a callback holding the module itself adds nothing
+        others = callback_metrics(getattr(self.trainer, "callbacks", None) or ())
+        return own + [(name, m) for name, m in others if id(m) not in seen]
+
     def _refresh_metrics(self) -> None:
         """Look for metrics made after the run started (in ``setup``, lazily in the first step)."""
-        metrics = module_metrics(self.module)
+        metrics = self._find_metrics()
         if [id(m) for _, m in metrics] != [id(m) for _, m in self.metrics]:
             self.metrics = metrics
             self._tap_all(adopt=True)
@@ -205,15 +219,15 @@ class Session:
         self.failed_internally = f"lmlogger internal error while {where}: {type(err).__name__}: {err}"
 
     # -- observation (hot path: every self.log) ---------------------------------------------------
-    def observe(self, module: LightningModule, name: str, value: Any, args: tuple, kwargs: dict) -> None:
+    def observe(self, module: Any, name: str, value: Any, args: tuple, kwargs: dict) -> None:
         try:
             self._observe(module, name, value, args, kwargs)
         except Exception as err:  # never break training
             self._internal_error(f"recording self.log({name!r})", err)
 
-    def _observe(self, module: LightningModule, name: str, value: Any, args: tuple, kwargs: dict) -> None:
+    def _observe(self, module: Any, name: str, value: Any, args: tuple, kwargs: dict) -> None:
         if args:  # options passed positionally (rare): name them
-            kwargs = _LOG_SIGNATURE.bind(module, name, value, *args, **kwargs).arguments
+            kwargs = self.namespace.log_signature.bind(module, name, value, *args, **kwargs).arguments
         fx = module._current_fx_name
         results = self._results.get(fx)
         if results is None:  # the loop's result collection, fixed per hook for a whole run
@@ -258,12 +272,12 @@ class Session:
                     tracker.attribute = tracker.attribute or tap.attribute
         if not tracker.call_checked and tracker.step_hook and tracker.on_epoch:
             tracker.call_checked = True  # once per key: the call as written, so a fix keeps its updates
-            frame = user_frame(_SKIP_FILES)
+            frame = user_frame(_skip_files())
             if frame is not None:
                 tracker.call = call_site(frame, tracker.name, self._metric_roots())
         if plain and not tracker.derived_checked and tracker.step_hook and tracker.on_epoch:
             tracker.derived_checked = True  # once per key: read the call site's source, never per step
-            frame = user_frame(_SKIP_FILES)
+            frame = user_frame(_skip_files())
             if frame is not None:
                 tracker.derived = derivation(frame, tracker.name, self._metric_roots())
 
@@ -393,7 +407,12 @@ class Session:
                 provenance.append(tracker.provenance())
                 tracker.recorded = state
         for logger in self.loggers:
-            logger._emit(provenance, records, owner)
+            try:
+                outside_provenance, outside_records = self.coverage.flush(logger)  # keys not from self.log
+            except Exception as err:
+                self._internal_error("recording the keys lmlogger did not see", err)
+                outside_provenance, outside_records = [], []
+            logger._emit(provenance + outside_provenance, records + outside_records, owner)
         try:
             self.decisions.on_close(records)  # reads of a monitored key waiting for its epoch value
         except Exception as err:

@@ -3,22 +3,35 @@
 Inserted first in ``trainer.callbacks`` so that its epoch-end hooks run before the module's own
 (where users call ``reset()``), and called on every rank in the same order, which makes its
 hooks the places for lmlogger's one collective per closed epoch.
+
+A Trainer accepts callbacks of its own namespace only (``lightning.pytorch`` or ``pytorch_lightning``), so the
+class a session inserts derives from that namespace's ``Callback`` (:func:`window_callback`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import Callback
-
 from lmlogger.records._errors import MismatchError
+from lmlogger.runtime import _lightning
 
 if TYPE_CHECKING:
     from lmlogger.runtime._session import Session
 
 
-class WindowCallback(Callback):
-    """Marks epoch windows for a :class:`~lmlogger.runtime._session.Session` (see module docstring)."""
+def window_callback(session: Session) -> WindowCallback:
+    """A :class:`WindowCallback` that is a ``Callback`` of the namespace of the session's trainer."""
+    ns = _lightning.of(session.trainer) or session.namespace
+    cls = _classes.get(ns.name)
+    if cls is None:
+        cls = _classes[ns.name] = type("WindowCallback", (WindowCallback, ns.Callback), {"__module__": __name__})
+    return cls(session)
+
+
+class WindowCallback:
+    """Marks epoch windows for a :class:`~lmlogger.runtime._session.Session` (see module docstring).
+
+    Made a ``Callback`` of the trainer's namespace by :func:`window_callback`."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -148,3 +161,6 @@ class WindowCallback(Callback):
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_end(trainer)
+
+
+_classes: dict[str, type] = {}  # namespace name -> WindowCallback of that namespace

@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_info, rank_zero_warn
 
 from lmlogger.records._records import Close, Header, ProvenanceRecord, VerificationRecord, to_json
 from lmlogger.records._versions import versions
