@@ -1,6 +1,6 @@
 """Where lmlogger's time goes in a wrapped fit, from cProfile: a share of one process's own time, robust to load.
 
-    python benchmarks/profile_overhead.py [--steps 900] [--top 15] [--json]
+    python benchmarks/profile_overhead.py [--steps 900] [--top 15] [--json] [--plain]
 
 Trains the end-to-end benchmark's logging-heavy model (five ``self.log`` per step, ``log_every_n_steps=1``,
 three epochs) wrapped in ``VerifiedLogger(TensorBoardLogger)`` once, under cProfile, and prints:
@@ -13,6 +13,9 @@ three epochs) wrapped in ``VerifiedLogger(TensorBoardLogger)`` once, under cProf
   relative to torch's C++, so the share is an upper bound of the unprofiled one;
 * lmlogger's function calls per ``self.log`` call (deterministic: the same on any machine), with the
   steps' callbacks and taps included;
+* every function call of the fit (Python and C, deterministic), to compare with ``--plain`` (the same fit
+  with the bare ``TensorBoardLogger``): the difference is all the work lmlogger causes, Lightning's calls
+  of its callback and taps included;
 * the lmlogger functions with the largest own time.
 """
 
@@ -64,6 +67,7 @@ def own_work(stats: pstats.Stats, log_calls: int) -> dict[str, object]:
         "lmlogger_calls": calls,
         "log_calls": log_calls,
         "calls_per_log": calls / log_calls,
+        "fit_calls": sum(v[1] for v in table.values()),
         "top": [
             {"function": f"{k[0].split(os.sep + 'lmlogger' + os.sep)[-1]}:{k[1]} {k[2]}", "calls": n, "own_s": t}
             for t, n, k in top
@@ -76,8 +80,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--plain", action="store_true", help="the bare TensorBoardLogger (for the call count)")
     args = parser.parse_args()
-    logger, root = fresh_logger("tensorboard", wrapped=True)
+    logger, root = fresh_logger("tensorboard", wrapped=not args.plain)
     trainer = make_trainer(logger, root, max_epochs=3, log_every_n_steps=1)
     model = LoggingHeavy(time_calls=True)
     loader = data(args.steps // 3 * 8)
@@ -100,6 +105,7 @@ def main() -> None:
         f"= {100 * result['own_share']:.2f}%"  # type: ignore[operator]
     )
     print(f"lmlogger function calls: {result['lmlogger_calls']} = {result['calls_per_log']:.2f} per self.log")
+    print(f"function calls of the whole fit: {result['fit_calls']}")
     print("largest own time (calls, seconds):")
     for row in result["top"][: args.top]:  # type: ignore[index]
         print(f"  {row['calls']:8d}  {row['own_s']:.4f}  {row['function']}")
