@@ -118,3 +118,32 @@ def test_saved_config_reproduces_the_run(example, tmp_path):
         assert [e.logged for e in a[key].epochs] == pytest.approx([e.logged for e in b[key].epochs], rel=1e-6)
     del cli
     gc.collect()
+
+
+def test_switches_of_lmloggers_additions_from_the_command_line(example, tmp_path):
+    """`--trainer.logger.init_args.reference_metrics=false` (and `tracker_extras`, `html_report`): the options of the
+    logger LightningCLI builds, beside the YAML's own (no run needed)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    args = [
+        "--config",
+        CONFIG,
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.logger.init_args.save_dir={tmp_path}",
+        "--trainer.logger.init_args.reference_metrics=false",
+        "--trainer.logger.init_args.tracker_extras=false",
+        "--trainer.logger.init_args.html_report=false",
+    ]
+    cli = LightningCLI(example.Classifier, example.QuickstartData, args=args, run=False)
+    logger = cli.trainer.logger
+    assert logger.options == Options(
+        rtol=1e-4,
+        atol=1e-6,
+        on_mismatch="warn",
+        reference_prefix="lmlogger/reference/",
+        reference_metrics=False,
+        tracker_extras=False,
+        html_report=False,
+    )
+    del cli, logger
+    gc.collect()

@@ -303,13 +303,19 @@ class DecisionTracker:
         return wrapper
 
     def _schedulers_before(self) -> list[tuple[Any, int, list[float]]]:
-        trainer = self.session.trainer
-        out = []
-        for config in trainer.lr_scheduler_configs or []:
-            scheduler = config.scheduler
-            if config.reduce_on_plateau and config.monitor and isinstance(scheduler, ReduceLROnPlateau):
-                out.append((config, scheduler.last_epoch, _lrs(scheduler)))
-        return out
+        # Lightning calls this twice per training step: which configs hold a ReduceLROnPlateau is worked
+        # out once per list of configs (and again if the list changes), not on every call.
+        configs = self.session.trainer.lr_scheduler_configs
+        if not configs:
+            return []
+        key = (id(configs), len(configs))
+        plateau = self.__dict__.get("_plateau")
+        if plateau is None or plateau[0] != key:
+            found = [
+                c for c in configs if c.reduce_on_plateau and c.monitor and isinstance(c.scheduler, ReduceLROnPlateau)
+            ]
+            plateau = self._plateau = (key, configs, found)
+        return [(config, config.scheduler.last_epoch, _lrs(config.scheduler)) for config in plateau[2]]
 
     def _schedulers_after(self, before: list[tuple[Any, int, list[float]]]) -> None:
         trainer = self.session.trainer

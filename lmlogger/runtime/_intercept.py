@@ -46,6 +46,7 @@ class _Seam:
 _seams: dict[type, _Seam] = {}
 # trainer -> session. Weak keys: a trainer that is garbage collected takes its session with it.
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+_live = 0  # sessions registered and not yet unregistered: the wrapper's one-global-read fast exit
 _CHAIN_DEPTH = 32  # how far down a chain of ``__wrapped__`` wrappers to look for ours
 
 
@@ -55,8 +56,10 @@ def _make_wrapper(seam: _Seam, original: Any) -> Any:
     @functools.wraps(original)
     def log(self: Any, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         original(self, name, value, *args, **kwargs)
+        if not _live or seam.wrapper is not log:  # no session, or a stale wrapper of ours: a pass-through
+            return
         trainer = self._trainer
-        if trainer is None or not sessions or seam.wrapper is not log:  # a stale wrapper of ours is a pass-through
+        if trainer is None:
             return
         session = sessions.get(trainer)
         if session is not None:
@@ -128,13 +131,17 @@ def is_installed() -> bool:
 
 
 def register(trainer: Any, session: Session) -> None:
+    global _live
     with _lock:
         _sessions[trainer] = session
+        _live = len(_sessions)
 
 
 def unregister(trainer: Any) -> None:
+    global _live
     with _lock:
         _sessions.pop(trainer, None)
+        _live = len(_sessions)
 
 
 def session_for(trainer: Any) -> Session | None:

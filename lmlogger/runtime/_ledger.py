@@ -12,8 +12,9 @@ first, so the epoch state survives it. Boundaries only compare integer update co
 state changed, so the accounting costs nothing per step.
 
 :class:`TensorLedger` recomputes Lightning's ``reduce_fx`` of plain logged tensors in float64. Step
-values are buffered as device tensors (no host sync) and folded into float64 accumulators every
-``_FOLD_EVERY`` values, so memory is bounded by the number of keys, not steps.
+values are copied into a preallocated float64 buffer on their device (no host sync, no Python object
+per step) and folded into float64 accumulators every ``_FOLD_EVERY`` values, so memory is bounded by the
+number of keys, not steps.
 """
 
 from __future__ import annotations
@@ -639,13 +640,21 @@ _FOLD_EVERY = 256
 
 
 class TensorLedger:
-    """Float64 recomputation of Lightning's reduction of one key's step values, for one epoch."""
+    """Float64 recomputation of Lightning's reduction of one key's step values, for one epoch.
 
-    __slots__ = ("_buf", "count", "max", "min", "reason", "reduce", "total", "weight")
+    Each step value is copied, on its device, into a slot of one preallocated float64 buffer of
+    ``_FOLD_EVERY`` values (no host sync, and no Python object kept per step: a per-step tensor
+    handle would be one more object for the garbage collector to track and promote); the buffer is
+    folded into float64 accumulators when full and at epoch end.
+    """
+
+    __slots__ = ("_n", "_sizes", "_slots", "count", "max", "min", "reason", "reduce", "total", "weight")
 
     def __init__(self, reduce: str) -> None:
         self.reduce = reduce
-        self._buf: list[tuple[Any, int, int]] = []  # (value, batch size, tensor version or -1)
+        self._slots: Tensor | None = None  # float64 copies of the buffered step values, on their device
+        self._n = 0  # slots in use
+        self._sizes: list[int] = []  # the batch size of each buffered value
         self.total: Any = 0.0  # sum of value * batch_size (mean) or of values (sum)
         self.weight = 0  # sum of batch sizes
         self.max: Any = -math.inf
@@ -654,24 +663,29 @@ class TensorLedger:
         self.reason: str | None = None
 
     def add(self, value: Any, batch_size: int) -> None:
-        if isinstance(value, Tensor):
-            # The value as logged: user code may change the tensor in place afterwards (an accumulator, an
-            # EMA, a rescale). Lightning keeps its own copy for the same reason; this is a device-side copy
-            # of one element, no host sync.
-            value = value.detach().clone()
-        self._buf.append((value, batch_size, -1))
+        # The value as logged: user code may change the tensor in place afterwards (an accumulator, an EMA, a
+        # rescale). Lightning keeps its own copy for the same reason; this is a device-side copy of one element
+        # into a slot, no host sync. A Python number becomes the float32 tensor Lightning makes of it.
+        value = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
+        slots = self._slots
+        if slots is None or slots.device != value.device:
+            self._fold()
+            slots = self._slots = torch.empty(_FOLD_EVERY, dtype=torch.float64, device=value.device)
+        n = self._n
+        slots[n] = value  # any one-element shape; the cheapest of the copies into a slot
+        self._sizes.append(batch_size)
+        self._n = n + 1
         self.count += 1
-        if len(self._buf) >= _FOLD_EVERY:
+        if n + 1 >= _FOLD_EVERY:
             self._fold()
 
     def _fold(self) -> None:
-        buf, self._buf = self._buf, []
-        if not buf:
+        n = self._n
+        if not n:
             return
-        tensors = [v if isinstance(v, Tensor) else torch.tensor(float(v)) for v, _, _ in buf]
-        bs = [b for _, b, _ in buf]
-        device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
-        values = torch.stack([t.reshape(()).to(device=device, dtype=torch.float64) for t in tensors])
+        values = self._slots[:n]  # type: ignore[index]
+        bs, self._sizes, self._n = self._sizes, [], 0
+        device = values.device
         if self.reduce == "mean":
             weights = torch.tensor(bs, dtype=torch.float64).to(device, non_blocking=True)
             self.total = self.total + (values * weights).sum()

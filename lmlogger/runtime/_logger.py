@@ -6,6 +6,7 @@ import math
 import numbers
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
@@ -46,6 +47,9 @@ class Options:
     atol: float = DEFAULT_ATOL
     on_mismatch: str = "warn"
     reference_prefix: str = "lmlogger/reference/"
+    reference_metrics: bool = True
+    tracker_extras: bool = True
+    html_report: bool = True
 
     @property
     def prefix(self) -> str:
@@ -73,6 +77,14 @@ class VerifiedLogger(Logger):
             records are written and every logger has the epoch's values) or ``"ignore"``.
         reference_prefix: prefix of the reference metrics logged through the wrapped logger
             (``lmlogger/reference/f1`` for ``f1``). Named apart from the wrapped logger's own ``prefix``.
+        reference_metrics: log each epoch's reference values through the wrapped logger (its own
+            ``log_metrics(metrics=..., step=...)`` and ``save()``, once per closed epoch). ``False``: the
+            wrapped logger receives exactly the calls Lightning makes; the references stay in the sidecar.
+        tracker_extras: what lmlogger adds to the backend beside the metrics: TensorBoard's text summary and
+            custom-scalars layout, MLflow's ``lmlogger.*`` tags and ``lmlogger/`` artifacts (the sidecar and
+            the HTML report, uploaded when the run ends), the files added to a W&B run. ``False``: none of them.
+        html_report: write ``lmlogger/report.html`` beside the sidecar when the run ends (``False``: the
+            page is still one ``lmlogger audit RUN --format html`` away).
         **deprecated: ``prefix=``, the old name of ``reference_prefix``: still accepted, with a
             ``DeprecationWarning``.
 
@@ -99,6 +111,9 @@ class VerifiedLogger(Logger):
         atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
         reference_prefix: str = "lmlogger/reference/",
+        reference_metrics: bool = True,
+        tracker_extras: bool = True,
+        html_report: bool = True,
         **deprecated: Any,
     ) -> VerifiedLogger:
         if isinstance(logger, VerifiedLogger):
@@ -119,6 +134,9 @@ class VerifiedLogger(Logger):
         atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
         reference_prefix: str = "lmlogger/reference/",
+        reference_metrics: bool = True,
+        tracker_extras: bool = True,
+        html_report: bool = True,
         **deprecated: Any,
     ) -> None:
         if on_mismatch not in _ON_MISMATCH:
@@ -129,9 +147,17 @@ class VerifiedLogger(Logger):
         reference_prefix = _renamed_prefix(reference_prefix, deprecated)
         if not isinstance(reference_prefix, str) or not reference_prefix:
             raise ValueError(f"VerifiedLogger(reference_prefix={reference_prefix!r}): expected a non-empty string.")
+        switches = {
+            "reference_metrics": reference_metrics,
+            "tracker_extras": tracker_extras,
+            "html_report": html_report,
+        }
+        for label, switch in switches.items():
+            if not isinstance(switch, bool):
+                raise ValueError(f"VerifiedLogger({label}={switch!r}): expected True or False.")
         d = self.__dict__
         d["_lml_logger"] = logger
-        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix)
+        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix, **switches)
         d["_lml_session"] = None
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
@@ -211,12 +237,19 @@ class VerifiedLogger(Logger):
     def group_separator(self) -> str:
         return self._lml_logger.group_separator
 
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        self._lml_logger.log_hyperparams(params, *args, **kwargs)
+    # Each method forwards the call exactly as it was made (the same positional and keyword arguments, nothing
+    # added), so a spy reading ``call.kwargs["metrics"]`` or an override with its own parameter order sees what
+    # Lightning passed; lmlogger reads what it needs from the call by name (see _argument).
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        self._lml_logger.log_hyperparams(*args, **kwargs)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._lml_logger.log_metrics(metrics, step)
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        self._lml_logger.log_metrics(*args, **kwargs)
         session = self._lml_session
+        metrics = _argument(args, kwargs, 0, "metrics")
+        if not isinstance(metrics, Mapping):
+            return
+        step = _argument(args, kwargs, 1, "step")
         if session is not None:
             session.coverage.received(self, metrics, step, sys._getframe(1))  # keys that did not come from self.log
             if session.loggers[0] is self:
@@ -230,28 +263,31 @@ class VerifiedLogger(Logger):
                 f"lmlogger follows the Trainer of {_lightning.names()} (fit/validate/test)."
             )
 
-    def log_graph(self, model: Any, input_array: Any = None) -> None:
+    def log_graph(self, *args: Any, **kwargs: Any) -> None:
         # With enable_autolog_hparams (the default) Lightning calls log_graph(pl_module) at the start
         # of every run, on every rank: a second start signal, in case the first one was not seen.
-        self._lml_logger.log_graph(model, input_array)
-        self._lml_attach(model)
+        self._lml_logger.log_graph(*args, **kwargs)
+        model = _argument(args, kwargs, 0, "model")
+        if model is not None:
+            self._lml_attach(model)
 
-    def save(self) -> None:
-        self._lml_logger.save()
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self._lml_logger.save(*args, **kwargs)
         session = self._lml_session
         # Lightning calls log_metrics then save on each logger in turn: after the last one's save, every logger
         # has the epoch's values, and a mismatch of that epoch can be raised (on_mismatch="raise").
         if session is not None and session.callback.pending is not None and session.trainer.loggers[-1] is self:
             session.callback.raise_pending()
 
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        self._lml_logger.after_save_checkpoint(checkpoint_callback)
+    def after_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        self._lml_logger.after_save_checkpoint(*args, **kwargs)
 
-    def finalize(self, status: str) -> None:
+    def finalize(self, *args: Any, **kwargs: Any) -> None:
+        status = _argument(args, kwargs, 0, "status")
         try:
-            self._lml_finish(status)
+            self._lml_finish(status if isinstance(status, str) else "finished")
         finally:
-            self._lml_logger.finalize(status)
+            self._lml_logger.finalize(*args, **kwargs)
 
     # -- lmlogger's own lifecycle --------------------------------------------------------------
     def report(self) -> AuditReport:
@@ -407,6 +443,13 @@ def _public_name(cls: type) -> str:
     return f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__qualname__}"
 
 
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    """The argument of Lightning's ``Logger`` method at ``index`` / named ``name`` in a call as it was made."""
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name)
+
+
 def _run_key(logger: Logger) -> Any:
     try:
         return (logger.save_dir, logger.name, logger.version)
@@ -421,6 +464,9 @@ def _rebuild(logger: Logger, options: Options) -> VerifiedLogger:
         atol=options.atol,
         on_mismatch=options.on_mismatch,
         reference_prefix=options.reference_prefix,
+        reference_metrics=options.reference_metrics,
+        tracker_extras=options.tracker_extras,
+        html_report=options.html_report,
     )
 
 

@@ -39,9 +39,8 @@ class WindowCallback:
         # raised once every logger has them (see epoch_values_logged).
         self.pending: MismatchError | None = None
 
-    @property
-    def state_key(self) -> str:
-        return "lmlogger.WindowCallback"
+    # A plain class attribute (Lightning reads it for every hook call it makes, to name the profiler section).
+    state_key = "lmlogger.WindowCallback"  # type: ignore[assignment]
 
     def _guard(self, where: str, fn: Any, *args: Any) -> None:
         try:
@@ -161,6 +160,19 @@ class WindowCallback:
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_end(trainer)
+
+    # Per-batch hooks this callback does not use. Lightning calls a callback's hook only when it is callable
+    # (``_call_callback_hooks``), each call wrapped in a profiler context: ``None`` spares every training
+    # step five such calls that would do nothing.
+    on_train_batch_end = None  # type: ignore[assignment]
+    on_before_backward = None  # type: ignore[assignment]
+    on_after_backward = None  # type: ignore[assignment]
+    on_before_optimizer_step = None  # type: ignore[assignment]
+    on_before_zero_grad = None  # type: ignore[assignment]
+    on_validation_batch_end = None  # type: ignore[assignment]
+    on_test_batch_end = None  # type: ignore[assignment]
+    on_predict_batch_start = None  # type: ignore[assignment]
+    on_predict_batch_end = None  # type: ignore[assignment]
 
 
 _classes: dict[str, type] = {}  # namespace name -> WindowCallback of that namespace

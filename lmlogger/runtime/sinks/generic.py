@@ -54,6 +54,7 @@ class GenericSink:
     def __init__(self, vlogger: Any, trainer: Any) -> None:
         self.vlogger = vlogger
         self.logger = vlogger.wrapped
+        self.options = vlogger.options
         self.prefix = vlogger.options.prefix
         self.run_dir = self._run_dir(trainer)
         self.path = os.path.join(self.run_dir, self._sidecar_name(trainer))
@@ -162,7 +163,7 @@ class GenericSink:
 
     def close(self, status: str) -> None:
         self._append([Close(stage=self.stage, status=status, closed=_now())])
-        written = self.write_report()
+        written = self.write_report() if self.options.html_report else False
         self.announce_close(written)
 
     def announce_close(self, report_written: bool, note: str | None = None) -> None:
@@ -212,12 +213,16 @@ class GenericSink:
 
     # -- extra metrics ------------------------------------------------------------------------
     def log_references(self, records: list[VerificationRecord]) -> None:
+        """The epoch's reference values through the wrapped logger, called as Lightning calls it
+        (``reference_metrics=False``: not at all)."""
+        if not self.options.reference_metrics:
+            return
         by_step: dict[int | None, dict[str, float]] = defaultdict(dict)
         for record in records:
             if record.reference is not None and math.isfinite(record.reference):
                 by_step[record.step][self.prefix + record.key] = record.reference
         for step, metrics in by_step.items():
-            self.logger.log_metrics(metrics, step)
+            self.logger.log_metrics(metrics=metrics, step=step)
         if by_step:
             self.logger.save()
 

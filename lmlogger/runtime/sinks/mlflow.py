@@ -6,8 +6,8 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
 * the local sidecar ``<trainer.default_root_dir>/lmlogger_mlflow/<experiment_id>/<run_id>/lmlogger/provenance.jsonl``
   (one log line at the start of the run says where). It is kept, so a run that crashed or lost its tracking
   server can still be audited: ``lmlogger audit <that dir>``;
-* the artifacts ``lmlogger/provenance.jsonl`` (uploaded at every epoch end and when the run ends) and
-  ``lmlogger/report.html`` (the audit as a page, uploaded when the run ends);
+* the artifacts ``lmlogger/provenance.jsonl`` and ``lmlogger/report.html`` (the audit as a page), both
+  uploaded once, when the run ends, however it ends (the local copy holds every record meanwhile);
 * run tags: ``lmlogger.verdict`` (``match`` / ``mismatch`` / ``unverified``, kept current after every epoch),
   ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version) and ``lmlogger.sidecar`` (the
   artifact path). No tag or param holds a path of the training machine: the local copy is named in the log only;
@@ -20,6 +20,9 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
   reference 0.57377 (18% apart)|samples: ...|fix: self.log(...)``. Search them in the UI, e.g.
   ``tags.`lmlogger.verdict` = 'mismatch'`` or ``tags.`lmlogger.key.f1` LIKE 'mismatch|%'``;
 * reference metrics ``lmlogger/reference/<metric>`` through the wrapped logger, at the epoch value's step.
+
+``VerifiedLogger(..., tracker_extras=False)`` leaves out the tags and artifacts, ``reference_metrics=False`` the
+reference metrics, ``html_report=False`` the page; the local sidecar is always written.
 
 Names follow MLflow's rules (alphanumerics, ``_ - . /`` and spaces, at most 250 characters); a key that has
 to change gets one warning naming both forms, and the sidecar keeps the full key. lmlogger only writes tags
@@ -162,7 +165,7 @@ class MLflowSink(GenericSink):
 
     # -- Sink --------------------------------------------------------------------------------------
     def begin(self, stage: str) -> None:
-        if not self.adopted and self._reachable():
+        if not self.adopted and self.options.tracker_extras and self._reachable():
             self.adopted = True
             self._extra("read the run's tags", False, self._adopt_earlier_run)
         super().begin(stage)
@@ -203,17 +206,29 @@ class MLflowSink(GenericSink):
 
     # -- lmlogger's own MLflow calls ------------------------------------------------------------
     def _publish(self, records: list[VerificationRecord], final: bool) -> None:
-        """Reference metrics, tags and the artifact. A kind of call that failed (or a server that did not answer)
-        is skipped until the run ends, then tried once more."""
+        """Reference metrics, tags and, when the run ends, the artifacts. A kind of call that failed (or a server
+        that did not answer) is skipped until the run ends, then tried once more.
+
+        The sidecar is uploaded once, when the run ends (Lightning's ``finalize`` runs however it ends, on a
+        failure too), not after every epoch: re-uploading one growing file costs O(epochs x size) of traffic,
+        and the local copy holds every record meanwhile (a killed run keeps it).
+        """
+        options = self.options
+        if not (options.tracker_extras or (records and options.reference_metrics)):
+            return  # nothing of lmlogger's goes to the server: not even the reachability probe
         if (self.unreachable and not final) or not self._reachable():
             return
         if records:
             self._extra("log reference metrics", final, self.log_references, records)
+        if not options.tracker_extras:
+            return
         self._extra("set tags", final, self._write_tags)
+        if not final:
+            return
         self._extra(
             "upload the sidecar artifact", final, self.client.log_artifact, self.run_id, self.path, ARTIFACT_DIR
         )
-        if final and os.path.isfile(self.report_path):
+        if options.html_report and os.path.isfile(self.report_path):
             self._extra(
                 "upload the HTML report", final, self.client.log_artifact, self.run_id, self.report_path, ARTIFACT_DIR
             )
@@ -246,12 +261,14 @@ class MLflowSink(GenericSink):
             )
 
     def log_references(self, records: list[VerificationRecord]) -> None:
+        if not self.options.reference_metrics:
+            return
         by_step: dict[int | None, dict[str, float]] = defaultdict(dict)
         for record in records:
             if record.reference is not None and math.isfinite(record.reference):
                 by_step[record.step][self._names_of(record.key).reference_arg] = record.reference
         for step, metrics in by_step.items():
-            self.logger.log_metrics(metrics, step)
+            self.logger.log_metrics(metrics=metrics, step=step)
 
     def _adopt_earlier_run(self) -> None:
         """A run lmlogger wrote before (``MLFlowLogger(run_id=...)``): its lmlogger tags and sidecar are ours."""

@@ -59,9 +59,9 @@ class TensorBoardSink(GenericSink):
             self.latest[record.key] = record
             earlier = self.worst.get(record.key)
             self.worst[record.key] = record if earlier is None else worst_epoch([earlier, record])
-        experiment = self.logger.experiment
-        if not records:
+        if not records or not self.options.tracker_extras:
             return
+        experiment = self.logger.experiment
         step = max((r.step for r in records if r.step is not None), default=0)
         experiment.add_text(TEXT_TAG, self.table(), global_step=step)
         keys = {r.key for r in records}
@@ -88,7 +88,7 @@ class TensorBoardSink(GenericSink):
 
     def write_decisions(self, records: list[Any], decisions: list[Any]) -> None:
         super().write_decisions(records, decisions)
-        if not decisions:
+        if not decisions or not self.options.tracker_extras:
             return
         step = max((r.step for r in records if r.step is not None), default=0)
         experiment = self.logger.experiment

@@ -20,12 +20,12 @@ class WandbSink(GenericSink):
 
     def close(self, status: str) -> None:
         super().close(status)  # writes lmlogger/report.html
-        if os.path.isfile(self.report_path):
+        if self.options.tracker_extras and self.options.html_report and os.path.isfile(self.report_path):
             self._save(self.report_path, "now")
 
     def begin(self, stage: str) -> None:
         super().begin(stage)  # the file exists from here on
-        if self.saved:
+        if self.saved or not self.options.tracker_extras:
             return
         self.saved = True
         self._save(self.path, "live")
