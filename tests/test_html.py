@@ -218,12 +218,13 @@ def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(r
     head, _, fixes = table.partition("\n\n**Fix**\n\n")
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in head.splitlines()[2:]}
     assert head.splitlines()[0] == (
-        "| key | provenance | hook | verdict | worst epoch | logged | reference | gap | findings |"
+        "| key | provenance | hook | verdict | vouches for | worst epoch | logged | reference | gap | findings |"
     )
     key = lmlogger.audit(run_dir).by_key()["f1_compute"]
     gaps = [abs(e.logged - e.reference) / abs(e.reference) for e in key.epochs]
     worst = key.epochs[gaps.index(max(gaps))]
-    _, provenance, hook, verdict, epoch, logged, reference, gap, findings = rows["f1_compute"]
+    _, provenance, hook, verdict, vouches, epoch, logged, reference, gap, findings = rows["f1_compute"]
+    assert vouches == "samples"
     assert (provenance, hook, verdict, findings) == ("metric_compute", "training_step", "mismatch",
                                                     "running-value-averaged")  # fmt: skip
     assert epoch == f"train {worst.epoch}"

@@ -17,6 +17,7 @@ from html import escape
 from typing import Any
 
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
+from lmlogger.audit._render import match_text
 from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
 from lmlogger.records._records import FINDINGS
 
@@ -60,6 +61,12 @@ details summary { cursor: pointer; color: #0969da; margin: 6px 0; }
 """
 
 
+_VOUCHES_TITLE = {
+    "samples": "the reference is the metric over the epoch's samples",
+    "reduction": "a plain tensor: lmlogger checked Lightning's reduction of the values logged, not what they mean",
+}
+
+
 def to_html(report: AuditReport) -> str:
     """The whole page for ``report`` (see the module docstring)."""
     s = report.summary
@@ -79,7 +86,7 @@ def to_html(report: AuditReport) -> str:
         "<header>",
         "<h1>lmlogger audit</h1>",
         '<p class="summary" id="summary">',
-        _badge("match", f"{s['match']} match"),
+        _badge("match", match_text(report)),
         " ",
         _badge("mismatch" if s["mismatch"] else "steponly", f"{s['mismatch']} mismatch"),
         " ",
@@ -132,7 +139,8 @@ def _run(run: RunReport, index: int, several: bool) -> str:
 def _key_table(run: RunReport, index: int) -> str:
     rows = [
         "<table>",
-        "<thead><tr><th>key</th><th>provenance</th><th>hook</th><th>verdict</th><th>worst epoch</th>"
+        "<thead><tr><th>key</th><th>provenance</th><th>hook</th><th>verdict</th><th>vouches for</th>"
+        "<th>worst epoch</th>"
         '<th class="num">logged</th><th class="num">reference</th><th class="num">gap</th><th>findings</th>'
         "</tr></thead>",
         "<tbody>",
@@ -146,6 +154,7 @@ def _key_table(run: RunReport, index: int) -> str:
             f"<td>{escape(key.provenance)}</td>"
             f"<td>{escape(key.hook)}</td>"
             f"<td>{_badge(_css(verdict), verdict)}</td>"
+            f'<td title="{_VOUCHES_TITLE.get(key.vouches_for, "")}">{escape(key.vouches_for)}</td>'
             f"<td>{_epoch_label(worst)}</td>"
             f'<td class="num">{_num(worst.logged if worst else None)}</td>'
             f'<td class="num">{_num(worst.reference if worst else None)}</td>'
@@ -210,6 +219,7 @@ def _key_section(key: KeyReport, anchor: str) -> str:
     how = f"{key.provenance} logged from {key.hook}"
     facts = [
         ("provenance", escape(how)),
+        ("vouches for", escape(f"{key.vouches_for}: {_VOUCHES_TITLE.get(key.vouches_for, '')}")),
         (
             "options",
             escape(

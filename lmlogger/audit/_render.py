@@ -52,6 +52,7 @@ class _Row:
     reference: str
     gap: str
     verdict: str
+    vouches: str
     findings: list[str]
     fix: str
     reason: str
@@ -86,6 +87,7 @@ def _rows(run: RunReport) -> list[_Row]:
                 reference=_num(epoch.reference) if epoch else "-",
                 gap=_gap(gap) if epoch and key.verdict in ("match", "mismatch") else "-",
                 verdict=key.verdict or "step only",
+                vouches=key.vouches_for,
                 findings=[terminal(code) for code in key.findings],
                 fix=terminal(key.fix or ""),
                 reason=terminal(key.reason or ""),
@@ -115,15 +117,40 @@ def _details(rows: list[_Row]) -> list[str]:
     return out
 
 
+def match_text(report: AuditReport) -> str:
+    """``5 match (3 of them only the reduction)``: how many matches vouch only for Lightning's reduction."""
+    s = report.summary
+    plain = report.matched_reduction_only
+    return f"{s['match']} match" + (f" ({plain} of them only the reduction)" if plain else "")
+
+
+#: What ``reduction`` in the "vouches for" column means, printed under a table that has one.
+REDUCTION_NOTE = (
+    "vouches for `reduction`: a plain tensor; lmlogger checked Lightning's reduction of the values logged, "
+    "not what they mean. `samples`: the reference is the metric over the epoch's samples."
+)
+
+
 def _summary_line(report: AuditReport) -> str:
     s = report.summary
-    line = f"lmlogger audit: {s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified"
+    line = f"lmlogger audit: {match_text(report)}, {s['mismatch']} mismatch, {s['unverified']} unverified"
     if report.errors:
         line += f"; {len(report.errors)} could not be read"
     return line
 
 
-PLAIN_HEADERS = ["key", "provenance", "hook", "epoch", "logged", "reference", "gap", "verdict", "finding"]
+PLAIN_HEADERS = [
+    "key",
+    "provenance",
+    "hook",
+    "epoch",
+    "logged",
+    "reference",
+    "gap",
+    "verdict",
+    "vouches for",
+    "finding",
+]
 
 
 def to_table(report: AuditReport, colour: bool = False) -> str:
@@ -142,7 +169,18 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
         out += ["", f"{terminal(run.source)} ({_state(run)})"]
         rows = _rows(run)
         table = [PLAIN_HEADERS] + [
-            [r.name, r.provenance, r.hook, r.epoch, r.logged, r.reference, r.gap, r.verdict, ", ".join(r.findings)]
+            [
+                r.name,
+                r.provenance,
+                r.hook,
+                r.epoch,
+                r.logged,
+                r.reference,
+                r.gap,
+                r.verdict,
+                r.vouches,
+                ", ".join(r.findings),
+            ]
             for r in rows
         ]
         widths = [max(len(line[i]) for line in table) for i in range(len(PLAIN_HEADERS))]
@@ -159,6 +197,8 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
         if details:
             out += ["findings / fix / reason:", *details]
         out += [f"problem: {terminal(p)}" for p in run.problems]
+    if any(r.vouches == "reduction" for run in report.runs for r in _rows(run)):
+        out += ["", REDUCTION_NOTE]
     out += [f"could not be read: {terminal(e)}" for e in report.errors]
     out += _decisions_text(report)
     return "\n".join(out)
@@ -170,11 +210,23 @@ def to_markdown(report: AuditReport) -> str:
     lines = [
         "## lmlogger audit",
         "",
-        f"**{s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified**"
+        f"**{match_text(report)}, {s['mismatch']} mismatch, {s['unverified']} unverified**"
         + (f" ({len(report.errors)} could not be read)" if report.errors else ""),
         "",
     ]
-    headers = ["key", "provenance", "hook", "worst epoch", "logged", "reference", "gap", "verdict", "finding", "fix"]
+    headers = [
+        "key",
+        "provenance",
+        "hook",
+        "worst epoch",
+        "logged",
+        "reference",
+        "gap",
+        "verdict",
+        "vouches for",
+        "finding",
+        "fix",
+    ]
     for run in report.runs:
         lines += [f"### {markdown_code(run.source, in_table=False)} ({_state(run, markdown_text)})", ""]
         lines.append("| " + " | ".join(headers) + " |")
@@ -192,6 +244,7 @@ def to_markdown(report: AuditReport) -> str:
                 row.reference,
                 row.gap,
                 verdict,
+                markdown_text(key.vouches_for),
                 ", ".join(markdown_code(code) for code in key.findings),
                 (markdown_code(fix) if key.fix else markdown_text(fix)) if fix else "",
             ]
@@ -199,6 +252,8 @@ def to_markdown(report: AuditReport) -> str:
         for problem in run.problems:
             lines.append(f"- problem: {markdown_text(problem)}")
         lines.append("")
+    if any(key.vouches_for == "reduction" for run in report.runs for key in run.keys):
+        lines += [markdown_text(REDUCTION_NOTE.replace("`", "")), ""]
     for error in report.errors:
         lines.append(f"- could not be read: {markdown_text(error)}")
     lines += ["", *_decisions_markdown(report)]
@@ -295,7 +350,7 @@ def rich_renderable(report: AuditReport) -> Any:
     parts: list[Any] = [
         Text.assemble(
             "lmlogger audit: ",
-            (f"{s['match']} match", "green"),
+            (match_text(report), "green"),
             ", ",
             (f"{s['mismatch']} mismatch", "bold red" if s["mismatch"] else ""),
             ", ",

@@ -287,6 +287,7 @@ def _key_report(
         dataloader_idx=prov.dataloader_idx if prov else None,
         logged_keys=list(prov.logged_keys) if prov else [key],
         metric_attribute=prov.metric_attribute if prov else None,
+        vouches_for=(prov.vouches_for or "") if prov else "",  # older sidecars: derived from the kind
     )
     findings: list[str] = []
     fix = None

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_FUNCTIONAL, METRIC_OBJECT, TENSOR
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.
@@ -40,6 +40,10 @@ class Facts:
     world_size: int = 1
     weights: tuple[int, int] | None = None  # (Lightning's weight, true rows) of a step that disagreed
     weight_mismatch: bool = False  # set without ``weights`` when re-judging from a record
+    #: ``metric_functional``: the Metric class that computes the functional over the epoch, with the call's
+    #: arguments (``BinaryF1Score(threshold=0.3)``), and its data parameters (``preds, target``)
+    functional: str | None = None
+    functional_data: str = "preds, target"
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -59,7 +63,7 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
     if verdict == "mismatch":
         if facts.kind == METRIC_COMPUTE and facts.step_hook and facts.on_epoch:
             found.append("running-value-averaged")
-        if facts.kind == METRIC_FORWARD and facts.on_epoch and facts.step_hook:
+        if facts.kind in (METRIC_FORWARD, METRIC_FUNCTIONAL) and facts.on_epoch and facts.step_hook:
             found.append("batch-values-averaged")
         if facts.reset_before_log:
             found.append("reset-before-log")
@@ -109,6 +113,8 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
         else ""
     )
     for code in findings:
+        if code == "batch-values-averaged" and facts.kind == METRIC_FUNCTIONAL:
+            return functional_fix(facts)
         if code in ("running-value-averaged", "batch-values-averaged"):
             if facts.index is not None:
                 return (
@@ -152,6 +158,24 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
         if code == "padded-duplicates":
             return _padding_fix(facts)
     return None
+
+
+def functional_fix(facts: Facts) -> str:
+    """``batch-values-averaged`` of a functional metric's value: keep a Metric of the same semantics on the
+    module, update it where the functional was called, and log the object (Lightning computes it at epoch end).
+
+    The same shape as the ``metric_forward`` fix: the update stays in the step, the object is logged.
+    """
+    attr = f"self.{facts.attribute}" if facts.attribute else "self.<metric>"
+    cls = facts.functional or "<the torchmetrics Metric class of this function>"
+    data = facts.functional_data
+    if facts.on_step:
+        use = f"{attr}({data}) (forward, for the step value), then "
+        log = f'self.log("{facts.name}", {attr}, on_epoch=True, on_step=True)'
+    else:
+        use = f"{attr}.update({data}), then "
+        log = f'self.log("{facts.name}", {attr}, on_epoch=True, on_step=False)'
+    return f"{attr} = {cls} in __init__; in {facts.hook}: {use}{log}"
 
 
 def _padding_fix(facts: Facts) -> str:

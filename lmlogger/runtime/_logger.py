@@ -39,6 +39,7 @@ class Options:
     atol: float = DEFAULT_ATOL
     on_mismatch: str = "warn"
     reference_prefix: str = "lmlogger/reference/"
+    functional_sample_cap: int | None = None
 
     @property
     def prefix(self) -> str:
@@ -66,6 +67,10 @@ class VerifiedLogger(Logger):
             records are written and every logger has the epoch's values) or ``"ignore"``.
         reference_prefix: prefix of the reference metrics logged through the wrapped logger
             (``lmlogger/reference/f1`` for ``f1``). Named apart from the wrapped logger's own ``prefix``.
+        functional_sample_cap: the most predictions the shadow of a torchmetrics functional metric that keeps
+            every prediction (``binary_auroc``, ``binary_average_precision``: ``cat`` states) may hold per key
+            and epoch; past it the key is ``unverified``. ``None`` (default): no cap, the shadow's memory is what
+            the ``Metric`` itself would hold (see docs/performance.md).
         **deprecated: ``prefix=``, the old name of ``reference_prefix``: still accepted, with a
             ``DeprecationWarning``.
 
@@ -92,6 +97,7 @@ class VerifiedLogger(Logger):
         atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
         reference_prefix: str = "lmlogger/reference/",
+        functional_sample_cap: int | None = None,
         **deprecated: Any,
     ) -> VerifiedLogger:
         if not isinstance(logger, Logger):
@@ -111,6 +117,7 @@ class VerifiedLogger(Logger):
         atol: float = 1e-6,
         on_mismatch: Literal["warn", "raise", "ignore"] = "warn",
         reference_prefix: str = "lmlogger/reference/",
+        functional_sample_cap: int | None = None,
         **deprecated: Any,
     ) -> None:
         if on_mismatch not in _ON_MISMATCH:
@@ -123,7 +130,16 @@ class VerifiedLogger(Logger):
             raise ValueError(f"VerifiedLogger(reference_prefix={reference_prefix!r}): expected a non-empty string.")
         d = self.__dict__
         d["_lml_logger"] = logger
-        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix)
+        if functional_sample_cap is not None and (
+            isinstance(functional_sample_cap, bool)
+            or not isinstance(functional_sample_cap, int)
+            or functional_sample_cap < 1
+        ):
+            raise ValueError(
+                f"VerifiedLogger(functional_sample_cap={functional_sample_cap!r}): expected None or an integer >= 1, "
+                "e.g. functional_sample_cap=1_000_000."
+            )
+        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix, functional_sample_cap)
         d["_lml_session"] = None
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
@@ -336,6 +352,7 @@ def _rebuild(logger: Logger, options: Options) -> VerifiedLogger:
         atol=options.atol,
         on_mismatch=options.on_mismatch,
         reference_prefix=options.reference_prefix,
+        functional_sample_cap=options.functional_sample_cap,
     )
 
 

@@ -28,10 +28,11 @@ from torchmetrics.wrappers import MinMaxMetric, Running
 
 from lmlogger.records._derivation import derivation, user_frame
 from lmlogger.records._errors import MismatchError, warn_user
+from lmlogger.records._functional import data_parameters, functional_attribute
 from lmlogger.records._gap import format_gap, relative_gap
-from lmlogger.records._records import VerificationRecord
+from lmlogger.records._records import METRIC_FUNCTIONAL, VerificationRecord
 from lmlogger.records._verify import Facts, judge
-from lmlogger.runtime import _intercept
+from lmlogger.runtime import _functional, _intercept
 from lmlogger.runtime._decisions import DecisionTracker
 from lmlogger.runtime._distributed import Exchange
 from lmlogger.runtime._ledger import (
@@ -43,6 +44,7 @@ from lmlogger.runtime._ledger import (
     remembers_results,
     stateful_children,
 )
+from lmlogger.runtime._provenance import _PLAIN as _PLAIN_TENSOR
 from lmlogger.runtime._provenance import (
     METRIC_OBJECT,
     TENSOR,
@@ -169,6 +171,8 @@ class Session:
         there are found at the first ``self.log``, see :meth:`_refresh_metrics`)."""
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
+        _functional.activate((vars(self.module),))
+        self._functional_active = True
 
     def detach(self) -> None:
         try:
@@ -176,6 +180,8 @@ class Session:
         except Exception as err:
             self._internal_error("ending the decisions record", err)
         _intercept.unregister(self.trainer)
+        if self.__dict__.pop("_functional_active", False):
+            _functional.deactivate()
         if self.callback in self.trainer.callbacks:
             self.trainer.callbacks.remove(self.callback)
         for tap in self.taps.values():
@@ -221,6 +227,11 @@ class Session:
         tracker.active = True
 
         classified = classify(value, self.metrics, self.claimed, self.wrappers)
+        call = None
+        if isinstance(value, Tensor) and classified is _PLAIN_TENSOR:
+            call = _functional.lookup(value)  # a torchmetrics functional metric's result (by identity)
+            if call is not None:
+                classified = _FUNCTIONAL
         plain = isinstance(classified, PendingNumber) or classified.kind == TENSOR
         if isinstance(classified, PendingNumber) or (tracker.evidence is not None and classified.kind == TENSOR):
             if tracker.evidence is None:
@@ -260,6 +271,14 @@ class Session:
         if tracker.batch_size is None:
             tracker.batch_size, tracker.batch_size_source = int(batch_size), source
 
+        if tracker.kind == METRIC_FUNCTIONAL and tracker.on_epoch:
+            if call is None:
+                if tracker.shadow is not None:
+                    tracker.shadow.reason = "some steps logged a value that no torchmetrics functional metric returned"
+            else:
+                if tracker.shadow is None:
+                    tracker.shadow = _functional.Shadow(call.name, self.options.functional_sample_cap)
+                tracker.shadow.update(call)
         if tracker.on_epoch and plain:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
@@ -348,6 +367,8 @@ class Session:
             for tracker in self.trackers.values():
                 if tracker is not None and tracker.phase == "val":
                     tracker.active, tracker.ledger, tracker.stale = False, None, False
+                    if tracker.shadow is not None:
+                        tracker.shadow.reset()
             for tap in self.taps.values():
                 tap.pop(owner)
             self.samples.pop(owner)
@@ -363,6 +384,8 @@ class Session:
             self.samples.pop(owner)
             for tracker in trackers:
                 tracker.active, tracker.ledger, tracker.stale = False, None, False
+                if tracker.shadow is not None:
+                    tracker.shadow.reset()
         provenance = []
         for tracker in trackers:
             state = (tracker.kind, tracker.attribute)
@@ -420,6 +443,22 @@ class Session:
                 references[cache_key] = self._metric_reference(metric, dl, gathered_pieces)
             return references[cache_key]
 
+        # functional shadows compute in one order on every rank (compute() is a collective in a distributed run)
+        functional_refs: dict[str, tuple[float | None, str | None]] = {}
+        for tracker in sorted(trackers, key=lambda t: t.storage_key):
+            if tracker.kind == METRIC_FUNCTIONAL and tracker.on_epoch:
+                try:
+                    functional_refs[tracker.storage_key] = (
+                        tracker.shadow.reference()
+                        if tracker.shadow is not None
+                        else (None, "no functional call was seen for this key in this epoch")
+                    )
+                except Exception as err:
+                    functional_refs[tracker.storage_key] = (
+                        None,
+                        f"compute() of the functional's shadow raised {type(err).__name__}: {err}",
+                    )
+
         records = []
         world = self.exchange.world_size
         for tracker in trackers:
@@ -448,6 +487,8 @@ class Session:
                     states = gathered_tensor.get(tracker.storage_key, [])
                     reference, reason = reduce_states(states)
                     floor = accumulation_allowance(states)
+            elif tracker.kind == METRIC_FUNCTIONAL:
+                reference, reason = functional_refs.get(tracker.storage_key, (None, "no shadow for this key"))
             elif tap is None:
                 reference, reason = None, "metric not tracked"
             elif isinstance(tracker.metric, MinMaxMetric) and tracker.index in (("max",), ("min",)):
@@ -476,8 +517,12 @@ class Session:
                 step_hook=tracker.step_hook,
                 on_step=tracker.on_step,
                 on_epoch=tracker.on_epoch,
-                attribute=tracker.attribute,
+                attribute=tracker.attribute
+                if tracker.kind != METRIC_FUNCTIONAL
+                else functional_attribute(tracker.name, tracker.phase),
                 phase=tracker.phase,
+                functional=tracker.shadow.expression if tracker.shadow is not None else None,
+                functional_data=", ".join(data_parameters(tracker.shadow.name)) if tracker.shadow else "preds, target",
                 carried=self._carried(tracker.metric, owner),
                 shared=len(phases) > 1 or shared_dl,
                 shared_dataloaders=shared_dl and len(phases) <= 1,
@@ -607,3 +652,6 @@ def _scalar(value: Any, index: tuple[Any, ...] | None = None) -> tuple[float | N
     if isinstance(value, (int, float)):
         return float(value), None
     return None, f"compute() returned {type(value).__name__}, not a scalar"
+
+
+_FUNCTIONAL = Classified(METRIC_FUNCTIONAL)

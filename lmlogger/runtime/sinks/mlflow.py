@@ -62,7 +62,7 @@ from lmlogger.records._mlflow_names import (  # noqa: F401  (names importable fr
     redact,
     reference_name,
 )
-from lmlogger.records._records import ProvenanceRecord, VerificationRecord, worst
+from lmlogger.records._records import REDUCTION, ProvenanceRecord, VerificationRecord, vouches_for, worst
 from lmlogger.records._versions import versions
 from lmlogger.runtime.sinks.generic import GenericSink, metric_prefix_of
 
@@ -275,6 +275,13 @@ class MLflowSink(GenericSink):
             tags[RUN_VERDICT_TAG] = worst(key_verdicts.values()) or "unverified"
             counts = {v: sum(1 for x in key_verdicts.values() if x == v) for v in ("match", "mismatch", "unverified")}
             summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+            plain = sum(
+                1
+                for k, v in key_verdicts.items()
+                if v == "match" and k in self.provenance and vouches_for(self.provenance[k].kind) == REDUCTION
+            )
+            if plain:  # the words of the audit's summary line
+                summary = summary.replace(" match,", f" match ({plain} of them only the reduction),", 1)
             mismatched = sorted(k for k, v in key_verdicts.items() if v == "mismatch")
             if mismatched:
                 summary += "; mismatch: " + ", ".join(mismatched)
@@ -288,7 +295,7 @@ class MLflowSink(GenericSink):
         return tags
 
     def key_tag(self, key: str, verdict: str | None) -> str:
-        """``verdict|provenance|findings|worst epoch and gap|fix or reason[|key: <full key>]`` (see the module
+        """``verdict|provenance|findings|vouches for|worst epoch and gap|fix or reason[|key: <full key>]`` (see the module
         docstring); the first three fields are always there, so that ``LIKE 'mismatch|%'`` finds a verdict."""
         prov = self.provenance.get(key)
         rec = self.worst.get(key)
@@ -298,6 +305,7 @@ class MLflowSink(GenericSink):
             verdict or "step-only",
             prov.kind if prov is not None else "-",
             ",".join(findings) or "-",
+            f"vouches for {vouches_for(prov.kind)}" if prov is not None else "vouches for -",
         ]
         if rec is None:
             fields.append("step values only: no epoch value to verify")

@@ -18,14 +18,25 @@ import re
 from typing import Any
 
 from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
-from lmlogger.records._records import ProvenanceRecord, VerificationRecord
+from lmlogger.records._records import ProvenanceRecord, VerificationRecord, vouches_for
 from lmlogger.runtime.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
 DECISIONS_TAG = "lmlogger/decisions"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
 GAP_CATEGORY = "lmlogger: gap to the reference"
-HEADERS = ("key", "provenance", "hook", "verdict", "worst epoch", "logged", "reference", "gap", "findings")
+HEADERS = (
+    "key",
+    "provenance",
+    "hook",
+    "verdict",
+    "vouches for",
+    "worst epoch",
+    "logged",
+    "reference",
+    "gap",
+    "findings",
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -104,6 +115,7 @@ class TensorBoardSink(GenericSink):
                 prov.kind if prov else "-",
                 prov.hook if prov else "-",
                 rec.verdict if rec else "step only",
+                vouches_for(prov.kind) if prov else "-",
                 f"{rec.phase} {rec.epoch}" if rec else "-",
                 _fmt(rec.logged) if rec else "-",
                 _fmt(rec.reference) if rec else "-",

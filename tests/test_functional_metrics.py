@@ -1,0 +1,257 @@
+"""torchmetrics functional metrics logged from step hooks: `metric_functional`, a true epoch reference, and the
+`match` that says whether it vouches for the samples or only the reduction."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+import torchmetrics
+import torchmetrics.functional as tmf
+from helpers import Recorder, loader, seeded, trainer
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import BinaryF1Score
+
+import lmlogger
+from lmlogger import VerifiedLogger
+from lmlogger.records._functional import FUNCTIONAL
+
+EPOCHS = 2
+RECORDED = "functional_user_module"
+
+# A user's module, imported (and its functional names bound) before any VerifiedLogger exists.
+USER_MODULE = textwrap.dedent(
+    """
+    import torch
+    import torchmetrics.functional as tmf
+    from lightning.pytorch import LightningModule
+    from torchmetrics.classification import BinaryF1Score
+    from torchmetrics.functional import f1_score, mean_squared_error
+    from torchmetrics.functional.classification import (
+        binary_accuracy,
+        binary_auroc,
+        binary_f1_score,
+        multiclass_accuracy,
+    )
+
+
+    def classes(x):
+        return (x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()
+
+
+    class Functional(LightningModule):
+        def __init__(self, recorder):
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 1)
+            self.head = torch.nn.Linear(8, 3)
+            self.f1_obj = BinaryF1Score()
+            self.rec = recorder
+
+        def _step(self, batch, phase):
+            x, y = batch
+            logits = self.layer(x).squeeze(-1)
+            probs = torch.sigmoid(logits)
+            scores = self.head(x)
+            y3 = classes(x)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+            loss = loss + torch.nn.functional.cross_entropy(scores, y3)
+            if not self.trainer.sanity_checking:
+                self.rec.add((phase, self.current_epoch, "binary"), probs, y)
+                self.rec.add((phase, self.current_epoch, "multi"), scores, y3)
+            p = phase
+            self.log(f"{p}_f1", binary_f1_score(probs, y), on_epoch=True)
+            self.log(f"{p}_auroc", binary_auroc(probs, y), on_epoch=True)
+            self.log(f"{p}_acc", binary_accuracy(probs, y), on_epoch=True)
+            self.log(f"{p}_mse", mean_squared_error(probs, y.float()), on_epoch=True)
+            self.log(f"{p}_f1_task", f1_score(probs, y, task="binary", threshold=0.4), on_epoch=True)
+            self.log(f"{p}_macc", multiclass_accuracy(scores, y3, num_classes=3), on_epoch=True)
+            self.log(f"{p}_f1_attr", tmf.binary_f1_score(probs, y), on_epoch=True)
+            self.f1_obj(probs, y)
+            if phase == "train":
+                self.log("train_f1_obj", self.f1_obj, on_epoch=True, on_step=False)
+            self.log(f"{p}_loss", loss, on_epoch=True)
+            return loss
+
+        def training_step(self, batch, batch_idx):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, batch_idx):
+            self._step(batch, "val")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+    """
+)
+
+#: key suffix -> (recorded inputs, the functional that recomputes the epoch value, Metric class in the fix)
+KEYS = {
+    "f1": ("binary", lambda p, t: tmf.binary_f1_score(p, t), "BinaryF1Score()"),
+    "auroc": ("binary", lambda p, t: tmf.binary_auroc(p, t), "BinaryAUROC()"),
+    "acc": ("binary", lambda p, t: tmf.binary_accuracy(p, t), "BinaryAccuracy()"),
+    "mse": ("binary", lambda p, t: tmf.mean_squared_error(p, t.float()), "MeanSquaredError()"),
+    "f1_task": (
+        "binary",
+        lambda p, t: tmf.f1_score(p, t, task="binary", threshold=0.4),
+        'F1Score(task="binary", threshold=0.4)',
+    ),
+    "macc": ("multi", lambda p, t: tmf.multiclass_accuracy(p, t, num_classes=3), "MulticlassAccuracy(num_classes=3)"),
+    "f1_attr": ("binary", lambda p, t: tmf.binary_f1_score(p, t), "BinaryF1Score()"),
+}
+
+
+@pytest.fixture(scope="module")
+def user_module(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user_code")
+    (folder / f"{RECORDED}.py").write_text(USER_MODULE)
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module(RECORDED)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(RECORDED, None)
+
+
+@pytest.fixture(scope="module")
+def run(user_module, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("functional")
+    seeded(0)
+    rec = Recorder()
+    model = user_module.Functional(rec)
+    logger = VerifiedLogger(TensorBoardLogger(str(tmp), name="run"), on_mismatch="ignore")
+    t = trainer(logger, tmp, max_epochs=EPOCHS, num_sanity_val_steps=2)
+    t.fit(model, loader(92, 16), loader(60, 16, seed=1))  # 92 = 5 * 16 + 12, 60 = 3 * 16 + 12: short last batches
+    return user_module, rec, logger, lmlogger.audit(logger.log_dir)
+
+
+def batch_mean(rec, fn, key):
+    """What Lightning stores for a batch value logged with on_epoch=True: the batch-size-weighted mean."""
+    preds, target = rec.preds[key], rec.target[key]
+    return sum(float(fn(p, t)) * len(p) for p, t in zip(preds, target, strict=True)) / sum(len(p) for p in preds)
+
+
+def test_functional_values_get_the_true_epoch_value_as_reference(run):
+    """Every functional key, training and validation, is `metric_functional` and its reference is the metric over
+    all the epoch's predictions; the verdict is `mismatch` exactly where the stored batch mean differs from it."""
+    _, rec, _, report = run
+    keys = report.by_key()
+    for phase in ("train", "val"):
+        for suffix, (inputs, fn, cls) in KEYS.items():
+            name = f"{phase}_{suffix}"
+            key = keys[f"{name}_epoch"] if phase == "train" else keys[name]
+            assert key.provenance == "metric_functional", name
+            assert key.vouches_for == "samples"
+            assert len(key.epochs) == EPOCHS, name
+            differs = False
+            for e in key.epochs:
+                truth = rec.true(fn, (phase, e.epoch, inputs))
+                assert e.reference == pytest.approx(truth, rel=1e-5), (name, e.epoch)
+                assert e.logged == pytest.approx(batch_mean(rec, fn, (phase, e.epoch, inputs)), rel=1e-5)
+                off = abs(e.logged - truth) > 1e-4 * abs(truth) + 1e-6
+                assert e.verdict == ("mismatch" if off else "match"), (name, e.epoch)
+                differs = differs or off
+            if differs:
+                assert key.findings == ["batch-values-averaged"], name
+                attr = f"self.{name}"
+                on_step = "True" if phase == "train" else "False"
+                use = (
+                    f"{attr}(preds, target) (forward, for the step value)"
+                    if phase == "train"
+                    else (f"{attr}.update(preds, target)")
+                )
+                hook = "training_step" if phase == "train" else "validation_step"
+                log_name = name
+                assert key.fix == (
+                    f"{attr} = {cls} in __init__; in {hook}: {use}, then "
+                    f'self.log("{log_name}", {attr}, on_epoch=True, on_step={on_step})'
+                ), name
+            else:
+                assert key.findings == [] and key.fix is None, name
+
+
+def test_non_mean_functionals_are_mismatches_and_mean_type_ones_match(run):
+    """F1, AUROC and macro accuracy averaged over batches are not the epoch value; micro accuracy and MSE are."""
+    _, _, _, report = run
+    keys = report.by_key()
+    for name in ("train_f1_epoch", "train_auroc_epoch", "train_macc_epoch", "val_f1", "val_auroc", "val_macc"):
+        assert keys[name].verdict == "mismatch", name
+    for name in ("train_acc_epoch", "train_mse_epoch", "val_acc", "val_mse"):
+        assert keys[name].verdict == "match", name
+
+
+def test_a_loss_and_a_metric_object_in_the_same_module_are_unchanged(run):
+    """The loss stays a `tensor` whose match vouches only for the reduction; the metric object stays itself."""
+    _, _, _, report = run
+    keys = report.by_key()
+    assert keys["train_loss_epoch"].provenance == "tensor"
+    assert keys["train_loss_epoch"].vouches_for == "reduction"
+    assert keys["train_loss_epoch"].verdict == "match"
+    assert keys["val_loss"].provenance == "tensor" and keys["val_loss"].verdict == "match"
+    assert keys["train_f1_obj"].provenance == "metric_object"
+    assert keys["train_f1_obj"].vouches_for == "samples"
+    assert keys["train_f1_obj"].verdict == "match"
+
+
+def test_the_summary_says_how_many_matches_vouch_only_for_the_reduction(run):
+    """The table's summary line counts the matches that only checked Lightning's reduction, and the JSON says
+    what each key's reference was built from."""
+    _, _, _, report = run
+    summary = report.summary
+    plain = sum(1 for k in report.by_key().values() if k.verdict == "match" and k.vouches_for == "reduction")
+    assert plain == 2  # train_loss, val_loss
+    assert f"{summary['match']} match ({plain} of them only the reduction)" in report.to_table()
+    data = json.loads(report.to_json())
+    by_key = {k["key"]: k for k in data["runs"][0]["keys"]}
+    assert by_key["val_loss"]["vouches_for"] == "reduction"
+    assert by_key["val_f1"]["vouches_for"] == "samples"
+    assert data["runs"][0]["matched_reduction_only"] == plain
+    assert "only the reduction" in report.to_markdown()
+
+
+def test_the_functional_names_are_restored_after_the_run(run):
+    """The user's module, torchmetrics' namespaces and the LightningModule hold the original functions again."""
+    user_module, _, _, _ = run
+    assert user_module.binary_f1_score is torchmetrics.functional.classification.f_beta.binary_f1_score
+    assert not hasattr(tmf.binary_auroc, "__lmlogger_functional__")
+    assert not hasattr(user_module.f1_score, "__lmlogger_functional__")
+
+
+def test_the_catalog_agrees_with_the_installed_torchmetrics():
+    """Each functional's class and parameters in the record layer's static table are torchmetrics' own."""
+    from lmlogger.runtime._functional import _metric_class
+
+    for name, (cls, params, ndata) in FUNCTIONAL.items():
+        fn = getattr(tmf, name, None) or getattr(torchmetrics.functional.classification, name, None)
+        fn = fn or getattr(torchmetrics.functional.regression, name)
+        assert tuple(inspect.signature(fn).parameters)[: len(params)] == params, name
+        if cls is not None:
+            metric = _metric_class(cls)
+            assert issubclass(metric, torchmetrics.Metric) or hasattr(metric, "__new__"), name
+            assert ndata >= 1
+
+
+def test_an_auroc_shadow_past_its_cap_is_unverified(user_module, tmp_path):
+    """`functional_sample_cap` bounds a cat-state shadow: past it the key says so, never a silent match."""
+    seeded(0)
+    model = user_module.Functional(Recorder())
+    logger = VerifiedLogger(
+        TensorBoardLogger(str(tmp_path), name="cap"), on_mismatch="ignore", functional_sample_cap=40
+    )
+    t = trainer(logger, tmp_path, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    t.fit(model, loader(92, 16))
+    keys = lmlogger.audit(logger.log_dir).by_key()
+    assert keys["train_auroc_epoch"].verdict == "unverified"
+    assert "functional_sample_cap=40" in keys["train_auroc_epoch"].reason
+    assert keys["train_f1_epoch"].verdict == "mismatch"  # a counter-state shadow has no samples to cap
+
+
+def test_functional_values_without_a_verified_logger_are_untouched(user_module):
+    """Outside a session the functional metrics are torchmetrics' own objects."""
+    assert user_module.binary_auroc is torchmetrics.functional.classification.auroc.binary_auroc
+    assert isinstance(BinaryF1Score(), torchmetrics.Metric)
+    assert float(user_module.binary_accuracy(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))) == 1.0
