@@ -12,7 +12,8 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
   ``lmlogger.summary`` (the counts, the mismatched keys and lmlogger's version), ``lmlogger.sidecar`` and
   ``lmlogger.sidecar.local``;
 * one tag per key, ``lmlogger.key.<metric>`` (``<metric>`` is the metric's name in MLflow), whose value
-  starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the
+  starts with three fixed fields, ``verdict|provenance|findings``, then what its reference vouches for
+  (``vouches for samples`` or ``vouches for reduction``), the worst epoch and its gap, the
   samples behind it, the fix or the reason:
   ``mismatch|metric_compute|running-value-averaged|worst train epoch 0 (step 6): logged 0.4713,
   reference 0.57377 (18% apart)|samples: ...|fix: self.log(...)``. Search them in the UI, e.g.
@@ -295,8 +296,8 @@ class MLflowSink(GenericSink):
         return tags
 
     def key_tag(self, key: str, verdict: str | None) -> str:
-        """``verdict|provenance|findings|vouches for|worst epoch and gap|fix or reason[|key: <full key>]`` (see the module
-        docstring); the first three fields are always there, so that ``LIKE 'mismatch|%'`` finds a verdict."""
+        """``verdict|provenance|findings|vouches for|worst epoch and gap|fix or reason[|key: <full key>]`` (see the
+        module docstring); the first three fields are always there, so that ``LIKE 'mismatch|%'`` finds a verdict."""
         prov = self.provenance.get(key)
         rec = self.worst.get(key)
         latest = self.latest.get(key)
