@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import pathlib
 import sys
 import textwrap
 
@@ -41,6 +42,14 @@ USER_MODULE = textwrap.dedent(
     )
 
 
+    try:
+        from sklearn.metrics import f1_score as f1_score_sk
+    except ImportError:  # lint reads this line; the run computes the same with numpy
+        def f1_score_sk(y, p):
+            tp = float((y * p).sum())
+            return 2 * tp / max(float(y.sum() + p.sum()), 1.0)
+
+
     def classes(x):
         return (x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()
 
@@ -53,7 +62,7 @@ USER_MODULE = textwrap.dedent(
             self.f1_obj = BinaryF1Score()
             self.rec = recorder
 
-        def _step(self, batch, phase):
+        def _forward(self, batch, phase):
             x, y = batch
             logits = self.layer(x).squeeze(-1)
             probs = torch.sigmoid(logits)
@@ -64,25 +73,34 @@ USER_MODULE = textwrap.dedent(
             if not self.trainer.sanity_checking:
                 self.rec.add((phase, self.current_epoch, "binary"), probs, y)
                 self.rec.add((phase, self.current_epoch, "multi"), scores, y3)
-            p = phase
-            self.log(f"{p}_f1", binary_f1_score(probs, y), on_epoch=True)
-            self.log(f"{p}_auroc", binary_auroc(probs, y), on_epoch=True)
-            self.log(f"{p}_acc", binary_accuracy(probs, y), on_epoch=True)
-            self.log(f"{p}_mse", mean_squared_error(probs, y.float()), on_epoch=True)
-            self.log(f"{p}_f1_task", f1_score(probs, y, task="binary", threshold=0.4), on_epoch=True)
-            self.log(f"{p}_macc", multiclass_accuracy(scores, y3, num_classes=3), on_epoch=True)
-            self.log(f"{p}_f1_attr", tmfc.binary_f1_score(probs, y), on_epoch=True)
-            if phase == "train":
-                self.f1_obj(probs, y)
-                self.log("train_f1_obj", self.f1_obj, on_epoch=True, on_step=False)
-            self.log(f"{p}_loss", loss, on_epoch=True)
-            return loss
+            return probs, y, scores, y3, loss
 
         def training_step(self, batch, batch_idx):
-            return self._step(batch, "train")
+            probs, y, scores, y3, loss = self._forward(batch, "train")
+            self.log("train_f1", binary_f1_score(probs, y), on_epoch=True)
+            self.log("train_auroc", binary_auroc(probs, y), on_epoch=True)
+            self.log("train_acc", binary_accuracy(probs, y), on_epoch=True)
+            self.log("train_mse", mean_squared_error(probs, y.float()), on_epoch=True)
+            self.log("train_f1_task", f1_score(probs, y, task="binary", threshold=0.4), on_epoch=True)
+            self.log("train_macc", multiclass_accuracy(scores, y3, 3), on_epoch=True)
+            self.log("train_f1_attr", tmfc.binary_f1_score(probs, y), on_epoch=True)
+            self.f1_obj(probs, y)
+            self.log("train_f1_obj", self.f1_obj, on_epoch=True, on_step=False)
+            self.log("train_loss", loss, on_epoch=True)
+            return loss
 
         def validation_step(self, batch, batch_idx):
-            self._step(batch, "val")
+            probs, y, scores, y3, loss = self._forward(batch, "val")
+            self.log("val_f1", binary_f1_score(probs, y))
+            auroc = binary_auroc(probs, y)
+            self.log("val_auroc", auroc)
+            self.log("val_acc", binary_accuracy(probs, y))
+            self.log("val_mse", mean_squared_error(probs, y.float()))
+            self.log("val_f1_task", f1_score(probs, y, task="binary", threshold=0.4))
+            self.log("val_macc", multiclass_accuracy(scores, y3, num_classes=3))
+            self.log("val_f1_attr", tmfc.binary_f1_score(probs, y))
+            self.log("val_loss", loss)
+            self.log("val_sk_f1", f1_score_sk(y.cpu().numpy(), (probs > 0.5).cpu().numpy()))
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -203,7 +221,7 @@ def test_the_summary_says_how_many_matches_vouch_only_for_the_reduction(run):
     _, _, _, report = run
     summary = report.summary
     plain = sum(1 for k in report.by_key().values() if k.verdict == "match" and k.vouches_for == "reduction")
-    assert plain == 2  # train_loss, val_loss
+    assert plain == 3  # train_loss, val_loss and val_sk_f1 (sklearn at run time: a plain number)
     assert f"{summary['match']} match ({plain} of them only the reduction)" in report.to_table()
     data = json.loads(report.to_json())
     by_key = {k["key"]: k for k in data["runs"][0]["keys"]}
@@ -255,3 +273,27 @@ def test_functional_values_without_a_verified_logger_are_untouched(user_module):
     assert user_module.binary_auroc is sys.modules["torchmetrics.functional.classification.auroc"].binary_auroc
     assert isinstance(BinaryF1Score(), torchmetrics.Metric)
     assert float(user_module.binary_accuracy(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))) == 1.0
+
+
+def test_lint_reports_the_functional_and_sklearn_lines_with_the_runtime_fix(run, user_module):
+    """`lmlogger lint` on the same module finds each functional value that is not a mean of batch values and the
+    sklearn line (which the runtime cannot see), with the very fix the runtime printed; the mean-type ones, the
+    loss and the metric object are left alone."""
+    from lmlogger.lint import lint
+
+    _, _, _, report = run
+    path = user_module.__file__
+    lines = pathlib.Path(path).read_text().splitlines()
+    found = {lines[f.line - 1].strip().split('"')[1]: f for f in lint([path]).findings}
+    expected = {"train_f1", "train_auroc", "train_f1_task", "train_macc", "train_f1_attr"}
+    expected |= {"val_f1", "val_auroc", "val_f1_task", "val_macc", "val_f1_attr", "val_sk_f1"}
+    assert set(found) == expected
+    assert all(f.code == "batch-values-averaged" for f in found.values())
+    keys = report.by_key()
+    for name, finding in found.items():
+        if name == "val_sk_f1":
+            assert finding.fix.startswith("self.val_sk_f1 = BinaryF1Score() in __init__; in validation_step: ")
+            continue
+        key = keys[f"{name}_epoch"] if name.startswith("train") else keys[name]
+        assert key.verdict == "mismatch", name
+        assert finding.fix == key.fix, name

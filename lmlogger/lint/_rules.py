@@ -14,7 +14,17 @@ from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
 from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
 from lmlogger.lint._project import ClassInfo, Project, SourceFile
-from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, metrics_of
+from lmlogger.lint._values import (
+    COMPUTE,
+    FORWARD,
+    FUNCTIONAL,
+    OBJECT,
+    ClassTable,
+    GroupRef,
+    MetricRef,
+    Val,
+    metrics_of,
+)
 from lmlogger.records._derivation import _EpochRewriter  # pure (ast only): the runtime's own rewrite
 
 
@@ -69,6 +79,13 @@ class ModuleCheck:
         for key, val, expr in log.items:
             attr = val.text
             name = attr if log.as_dict is not None else key
+            if val.kind == FUNCTIONAL:
+                # a functional metric's batch value, averaged over batches: right only for a mean of samples
+                if step and on_epoch is True and val.functional and not val.derived and log.as_dict is None:
+                    code = "batch-values-averaged"
+                    fix = _fixes.functional(name, val.text, val.functional, val.functional_data, on_step is True, hook)
+                    yield Raw(source, log.node, code, message(code, _subject(name)), fix)
+                continue
             if val.kind in (COMPUTE, FORWARD) and step and on_epoch is True:
                 metrics = metrics_of(val.targets)
                 exact = log.reduce_mean and not any(m.exact is False for m in metrics)

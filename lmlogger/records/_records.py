@@ -71,8 +71,8 @@ VERDICT_RANK = {"match": 0, "unverified": 1, "mismatch": 2}
 FINDINGS: dict[str, str] = {
     "running-value-averaged": "compute() logged from a step hook with on_epoch=True: the epoch value reduces "
     "running values, not the epoch metric",
-    "batch-values-averaged": "a forward() batch value (or a torchmetrics functional metric's value) logged with "
-    "on_epoch=True: the epoch value reduces per-batch values, not the epoch metric",
+    "batch-values-averaged": "a batch value (a metric's forward(), or a functional metric of torchmetrics or sklearn) "
+    "logged with on_epoch=True: the epoch value reduces per-batch values, not the epoch metric",
     "state-carried-over": "the metric's state at epoch end includes updates from before the epoch "
     "(never reset, or sanity-check batches)",
     "rank-local": "multi-process run, tensor logged with sync_dist=False: the epoch value is rank 0's alone",
