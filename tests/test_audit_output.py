@@ -93,7 +93,7 @@ def test_print_report_and_public_renderers(run, capsys):
     print(report)
     printed = capsys.readouterr().out
     assert printed == report.to_table() + "\n"
-    assert printed.splitlines()[0] == "lmlogger audit: 6 match, 5 mismatch, 0 unverified"
+    assert printed.splitlines()[0] == "lmlogger audit: 6 match (2 of them only the reduction), 5 mismatch, 0 unverified"
     assert cli("audit", run, "--no-color").stdout == printed  # the CLI prints the same table when piped
     assert report.to_markdown() == cli("audit", run, "--format", "markdown").stdout
     assert json.loads(report.to_json()) == json.loads(json.dumps(report.to_dict()))
