@@ -297,3 +297,23 @@ def test_lint_reports_the_functional_and_sklearn_lines_with_the_runtime_fix(run,
         key = keys[f"{name}_epoch"] if name.startswith("train") else keys[name]
         assert key.verdict == "mismatch", name
         assert finding.fix == key.fix, name
+
+
+def test_a_sidecar_without_the_field_still_audits_with_it_derived(run, tmp_path):
+    """Sidecars written before `vouches_for` existed: the audit derives it from each key's provenance kind."""
+    import shutil
+
+    _, _, logger, report = run
+    old = tmp_path / "old"
+    shutil.copytree(logger.log_dir, old)
+    sidecar = old / "lmlogger" / "provenance.jsonl"
+    records = [json.loads(line) for line in sidecar.read_text().splitlines() if line.strip()]
+    for record in records:
+        record.pop("vouches_for", None)
+    sidecar.write_text("".join(json.dumps(r) + "\n" for r in records))
+    again = lmlogger.audit(str(old))
+    assert {k: v.vouches_for for k, v in again.by_key().items()} == {
+        k: v.vouches_for for k, v in report.by_key().items()
+    }
+    assert again.summary == report.summary
+    assert again.matched_reduction_only == report.matched_reduction_only == 3
