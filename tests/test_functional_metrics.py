@@ -317,3 +317,26 @@ def test_a_sidecar_without_the_field_still_audits_with_it_derived(run, tmp_path)
     }
     assert again.summary == report.summary
     assert again.matched_reduction_only == report.matched_reduction_only == 3
+
+
+def test_shadows_add_no_host_device_sync_per_step(user_module, tmp_path, monkeypatch):
+    """Functional keys' shadows read no value on the step's path: the reads torchmetrics' own binary `update`
+    makes (are `preds` probabilities?) happen once per group of 32 steps, not once per step."""
+    from lightning.pytorch.loggers import CSVLogger
+    from test_performance import CountSyncsInSteps
+
+    def count(wrap):
+        seeded(0)
+        logger = CSVLogger(str(tmp_path / str(wrap)))
+        if wrap:
+            logger = VerifiedLogger(logger, on_mismatch="ignore")
+        counter = CountSyncsInSteps(monkeypatch)
+        t = trainer(logger, tmp_path, max_epochs=1, callbacks=[counter], num_sanity_val_steps=0, limit_val_batches=0)
+        t.fit(user_module.Functional(Recorder()), loader(64 * 4, 4))  # 64 steps
+        monkeypatch.undo()
+        return sum(counter.counts.values())
+
+    plain, wrapped = count(False), count(True)
+    assert plain > 64  # the functional calls' own reads are seen: several per step
+    # 7 functional keys, 64 steps: at most one group flushed inside a step per 32 steps, a few reads each
+    assert wrapped - plain <= 7 * 2 * 4, (plain, wrapped)

@@ -28,12 +28,19 @@ from collections import OrderedDict
 from functools import wraps
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from lmlogger.records._functional import FUNCTIONAL, class_expression, render_value
 
 #: Results remembered between a functional call and the ``self.log`` of its value (a step rarely makes more).
 _KEEP = 64
+#: A shadow receives its inputs in groups: one ``update`` with the concatenated inputs of up to this many
+#: steps, or of fewer steps once they hold ``_FLUSH_ELEMENTS`` elements. torchmetrics' ``update`` of binary
+#: classification reads one boolean (are ``preds`` probabilities?): grouping makes that read once per group,
+#: not once per step, and the Python cost of ``update`` is paid once per group too.
+_FLUSH_STEPS = 32
+_FLUSH_ELEMENTS = 1 << 20
 #: Packages whose namespaces export the functional metrics (their defining modules are left alone).
 _PACKAGES = (
     "torchmetrics.functional",
@@ -203,6 +210,9 @@ class Shadow:
             "no exact epoch value for it"
         )
         self.updates = 0
+        self.pending: list[tuple[Any, ...]] = []  # inputs of steps not yet given to the shadow
+        self.versions: list[tuple[int, ...]] = []  # their tensors' version counters when logged
+        self.pending_elements = 0
 
     def update(self, call: Call) -> None:
         """Feed the shadow with the call's inputs (device work only, as the Metric's own ``update``)."""
@@ -234,10 +244,38 @@ class Shadow:
             self.reason = f"`{self.name}` was called with different arguments within the epoch"
             self.metric = None
             return
-        data = [arguments[p] for p in self.data if p in arguments]
-        data = [d.detach() if isinstance(d, Tensor) else d for d in data]
-        self.metric.update(*data)
+        data = tuple(
+            d.detach() if isinstance(d, Tensor) else d for d in (arguments[p] for p in self.data if p in arguments)
+        )
+        self.pending.append(data)
+        self.versions.append(tuple(d._version if isinstance(d, Tensor) else -1 for d in data))
+        self.pending_elements += sum(d.numel() for d in data if isinstance(d, Tensor))
         self.updates += 1
+        if len(self.pending) >= _FLUSH_STEPS or self.pending_elements >= _FLUSH_ELEMENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Give the pending steps' inputs to the shadow: one ``update`` of their concatenation (the same state as
+        one update per step, for every metric whose state is a sum or a concatenation over samples)."""
+        pending, versions = self.pending, self.versions
+        self.pending, self.versions, self.pending_elements = [], [], 0
+        if not pending or self.metric is None or self.reason is not None:
+            return
+        for data, seen in zip(pending, versions, strict=True):
+            if any(isinstance(d, Tensor) and d._version != v for d, v in zip(data, seen, strict=True)):
+                self.reason = (
+                    f"the inputs of `{self.name}` were changed in place after the call, before lmlogger read them"
+                )
+                self.metric = None
+                return
+        groups: list[tuple[Any, ...]] = pending
+        if len(pending) > 1 and all(isinstance(d, Tensor) and d.ndim for data in pending for d in data):
+            try:
+                groups = [tuple(torch.cat(column) for column in zip(*pending, strict=True))]
+            except RuntimeError:  # inputs of different shapes (sequence lengths): one update per step
+                groups = pending
+        for data in groups:
+            self.metric.update(*data)
         if self.cap is not None and self._cat_samples() > self.cap:
             self.reason = (
                 f"the shadow of `{self.name}` keeps every prediction and reached "
@@ -256,6 +294,7 @@ class Shadow:
 
     def reference(self) -> tuple[float | None, str | None]:
         """The epoch value over every sample the shadow received (a collective in a distributed run)."""
+        self.flush()
         if self.reason is not None:
             return None, self.reason
         if self.metric is None or not self.updates:
@@ -272,5 +311,6 @@ class Shadow:
         if self.metric is not None:
             self.metric.reset()
         self.updates = 0
+        self.pending, self.versions, self.pending_elements = [], [], 0
         if self.cls is not None and self.reason is not None:
             self.options, self.reason, self.metric = None, None, None  # a new epoch may verify again
