@@ -48,7 +48,28 @@ _PACKAGES = (
     "torchmetrics.functional.regression",
 )
 #: Modules never scanned for bound functions: lmlogger's own, torch's, the libraries around it.
-_SKIP_PREFIXES = ("torch.", "lmlogger.", "lightning.", "pytorch_lightning.", "numpy.", "mlflow.", "tensorboard.")
+_SKIP_PREFIXES = (
+    "torch.",
+    "lmlogger.",
+    "lightning.",
+    "lightning_fabric.",
+    "lightning_utilities.",
+    "pytorch_lightning.",
+    "numpy.",
+    "scipy.",
+    "sympy.",
+    "sklearn.",
+    "pandas.",
+    "matplotlib.",
+    "mlflow.",
+    "tensorboard.",
+    "google.",
+    "wandb.",
+    "jinja2.",
+    "networkx.",
+    "PIL.",
+    "IPython.",
+)
 
 
 class Call(NamedTuple):
@@ -110,11 +131,14 @@ def _originals() -> dict[str, Any]:
 
 
 def _patch_namespace(namespace: dict[str, Any], by_id: dict[int, Any]) -> None:
-    for attr, value in list(namespace.items()):
-        wrapper = by_id.get(id(value))
-        if wrapper is not None and namespace.get(attr) is value:
-            namespace[attr] = wrapper
-            _STATE.patched.append((namespace, attr, value, wrapper))
+    try:
+        hits = [(attr, value) for attr, value in namespace.items() if id(value) in by_id]
+    except RuntimeError:  # the namespace changed while read (another thread importing): skip it
+        return
+    for attr, value in hits:
+        wrapper = by_id[id(value)]
+        namespace[attr] = wrapper
+        _STATE.patched.append((namespace, attr, value, wrapper))
 
 
 def activate(namespaces: tuple[dict[str, Any], ...] = ()) -> None:
