@@ -224,12 +224,17 @@ class Shadow:
         cls, params, ndata = FUNCTIONAL.get(name, (None, (), 0))
         self.cls = cls
         self.data = params[:ndata] if ndata else ("preds", "target")
+        self.params = params
+        if name in _STATE.originals:  # the installed torchmetrics' own parameter order
+            self.params = tuple(_signature(name).parameters)
+            if cls is not None and self.params[:ndata] != self.data:
+                self.cls = None
         self.metric: Any = None
         self.options: dict[str, Any] | None = None
         self.expression: str | None = None  # the class with the call's arguments, for the fix
         self.reason: str | None = (
             None
-            if cls is not None
+            if self.cls is not None
             else f"`{name}` has no torchmetrics Metric class that computes it over many batches, so lmlogger has "
             "no exact epoch value for it"
         )
@@ -244,36 +249,50 @@ class Shadow:
             self.reason = self.reason or f"the key logged values of `{self.name}` and of `{call.name}`"
         if self.reason is not None:
             return
-        bound = _signature(self.name).bind(*call.args, **call.kwargs)
-        arguments = bound.arguments
+        args, kwargs = call.args, call.kwargs
+        if len(args) > len(self.params) or any(k not in self.params for k in kwargs):
+            _signature(self.name).bind(*args, **kwargs)  # raises the call's own TypeError (it cannot happen)
+        # torchmetrics' functional metrics take no positional-only or variadic parameters: positions are names
+        arguments = dict(zip(self.params, args, strict=False))
+        arguments.update(kwargs)
+        ndata = len(self.data)
         options = {k: v for k, v in arguments.items() if k not in self.data}
         if self.options is None:
             self.options = options
             self.expression = class_expression(self.cls, [(k, render_value(v)) for k, v in options.items()])  # type: ignore[arg-type]
-            kwargs = dict(options)
+            made = dict(options)
             cls = _metric_class(self.cls)  # type: ignore[arg-type]
             if "validate_args" in inspect.signature(cls).parameters or "validate_args" in options:
-                kwargs["validate_args"] = False  # the functional call has validated these inputs already
+                made["validate_args"] = False  # the functional call has validated these inputs already
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self.metric = cls(**kwargs)
+                    self.metric = cls(**made)
             except Exception as err:
                 self.reason = f"{self.expression} could not be made ({type(err).__name__}: {err})"
                 return
             first = arguments.get(self.data[0])
             if isinstance(first, Tensor):
                 self.metric = self.metric.to(first.device)
-        elif options.keys() != self.options.keys() or not all(_same(options[k], self.options[k]) for k in options):
+        elif options != self.options and (
+            options.keys() != self.options.keys() or not all(_same(options[k], self.options[k]) for k in options)
+        ):
             self.reason = f"`{self.name}` was called with different arguments within the epoch"
             self.metric = None
             return
-        data = tuple(
-            d.detach() if isinstance(d, Tensor) else d for d in (arguments[p] for p in self.data if p in arguments)
-        )
-        self.pending.append(data)
-        self.versions.append(tuple(d._version if isinstance(d, Tensor) else -1 for d in data))
-        self.pending_elements += sum(d.numel() for d in data if isinstance(d, Tensor))
+        data = []
+        versions = []
+        for name in self.data[:ndata]:
+            value = arguments.get(name)
+            if isinstance(value, Tensor):
+                value = value.detach()
+                versions.append(value._version)
+                self.pending_elements += value.numel()
+            else:
+                versions.append(-1)
+            data.append(value)
+        self.pending.append(tuple(data))
+        self.versions.append(tuple(versions))
         self.updates += 1
         if len(self.pending) >= _FLUSH_STEPS or self.pending_elements >= _FLUSH_ELEMENTS:
             self.flush()
