@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from lmlogger.audit._model import EpochReport, KeyReport, RunReport, StageReport
+from lmlogger.records._functional import functional_attribute
 from lmlogger.records._records import (
+    METRIC_FUNCTIONAL,
     RECORD_TYPES,
     SCHEMA_VERSION,
     Close,
@@ -303,8 +305,11 @@ def _key_report(
                     step_hook=is_step_hook(prov.hook),
                     on_step=prov.on_step,
                     on_epoch=prov.on_epoch,
-                    attribute=prov.metric_attribute,
+                    attribute=prov.metric_attribute
+                    if prov.kind != METRIC_FUNCTIONAL
+                    else functional_attribute(prov.name, prov.phase),
                     phase=prov.phase,
+                    functional=f"{prov.metric_class}(...)" if prov.metric_class else None,
                     carried="state-carried-over" in rec_findings,
                     shared="shared-metric" in rec_findings,
                     stale="stale-step-value" in rec_findings,
