@@ -207,8 +207,12 @@ def _metric_class(cls: str) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether two arguments are the same: by identity first (the literals of a call site are one object), tensors
+    only by identity (comparing their values would read them from the device)."""
+    if a is b:
+        return True
     if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return a is b
+        return False
     try:
         return bool(a == b)
     except Exception:
@@ -274,9 +278,7 @@ class Shadow:
             first = arguments.get(self.data[0])
             if isinstance(first, Tensor):
                 self.metric = self.metric.to(first.device)
-        elif options != self.options and (
-            options.keys() != self.options.keys() or not all(_same(options[k], self.options[k]) for k in options)
-        ):
+        elif options.keys() != self.options.keys() or not all(_same(v, self.options[k]) for k, v in options.items()):
             self.reason = f"`{self.name}` was called with different arguments within the epoch"
             self.metric = None
             return
