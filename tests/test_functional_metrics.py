@@ -16,8 +16,10 @@ import torchmetrics
 import torchmetrics.functional as tmf
 import torchmetrics.functional.classification as tmfc
 from helpers import Recorder, loader, seeded, trainer
+from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import BinaryF1Score
+from torchmetrics.functional.classification import binary_f1_score
 
 import lmlogger
 from lmlogger import VerifiedLogger
@@ -340,3 +342,29 @@ def test_shadows_add_no_host_device_sync_per_step(user_module, tmp_path, monkeyp
     assert plain > 64  # the functional calls' own reads are seen: several per step
     # 7 functional keys, 64 steps: at most one group flushed inside a step per 32 steps, a few reads each
     assert wrapped - plain <= 7 * 2 * 4, (plain, wrapped)
+
+
+def test_a_functional_called_with_changing_arguments_is_unverified(tmp_path):
+    """A threshold that changes between steps has no one Metric of the same semantics: `unverified`, with why."""
+
+    class Changing(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            probs = torch.sigmoid(self.layer(x).squeeze(-1))
+            self.log("f1", binary_f1_score(probs, y, threshold=0.3 if batch_idx % 2 else 0.6), on_epoch=True)
+            return torch.nn.functional.binary_cross_entropy(probs, y.float())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    seeded(0)
+    logger = VerifiedLogger(TensorBoardLogger(str(tmp_path), name="changing"), on_mismatch="ignore")
+    trainer(logger, tmp_path, max_epochs=1).fit(Changing(), loader(92, 16))
+    key = lmlogger.audit(logger.log_dir).by_key()["f1_epoch"]
+    assert key.provenance == "metric_functional"
+    assert key.verdict == "unverified"
+    assert key.reason == "`binary_f1_score` was called with different arguments within the epoch"

@@ -246,6 +246,8 @@ class Shadow:
         self.pending: list[tuple[Any, ...]] = []  # inputs of steps not yet given to the shadow
         self.versions: list[tuple[int, ...]] = []  # their tensors' version counters when logged
         self.pending_elements = 0
+        self._shape: tuple[int, tuple[str, ...]] | None = None  # positional count and keywords of the last call
+        self._option_values: tuple[Any, ...] = ()
 
     def update(self, call: Call) -> None:
         """Feed the shadow with the call's inputs (device work only, as the Metric's own ``update``)."""
@@ -254,6 +256,17 @@ class Shadow:
         if self.reason is not None:
             return
         args, kwargs = call.args, call.kwargs
+        ndata = len(self.data)
+        shape = (len(args), tuple(kwargs))
+        if shape == self._shape and len(args) >= ndata:
+            # the same call site as the last step: the same option objects mean the same options
+            last = self._option_values
+            values = (*args[ndata:], *kwargs.values())
+            if len(values) == len(last) and all(a is b for a, b in zip(values, last, strict=True)):
+                self._add(args[:ndata])
+                return
+        self._shape = shape
+        self._option_values = (*args[ndata:], *kwargs.values()) if len(args) >= ndata else ()
         if len(args) > len(self.params) or any(k not in self.params for k in kwargs):
             _signature(self.name).bind(*args, **kwargs)  # raises the call's own TypeError (it cannot happen)
         # torchmetrics' functional metrics take no positional-only or variadic parameters: positions are names
@@ -282,10 +295,13 @@ class Shadow:
             self.reason = f"`{self.name}` was called with different arguments within the epoch"
             self.metric = None
             return
+        self._add(tuple(arguments.get(name) for name in self.data))
+
+    def _add(self, inputs: tuple[Any, ...]) -> None:
+        """Keep one step's data inputs for the next group (references and version counters: no copy, no read)."""
         data = []
         versions = []
-        for name in self.data[:ndata]:
-            value = arguments.get(name)
+        for value in inputs:
             if isinstance(value, Tensor):
                 value = value.detach()
                 versions.append(value._version)
@@ -359,3 +375,4 @@ class Shadow:
         self.pending, self.versions, self.pending_elements = [], [], 0
         if self.cls is not None and self.reason is not None:
             self.options, self.reason, self.metric = None, None, None  # a new epoch may verify again
+            self._shape, self._option_values = None, ()
