@@ -102,7 +102,7 @@ def test_print_report_and_public_renderers(run, capsys):
     print(report)
     printed = capsys.readouterr().out
     assert printed == report.to_table() + "\n"
-    assert printed.splitlines()[0] == "lmlogger audit: 6 match, 5 mismatch, 0 unverified"
+    assert printed.splitlines()[0] == "lmlogger audit: 6 match (2 of them only the reduction), 5 mismatch, 0 unverified"
     assert cli("audit", run, "--no-color").stdout == printed  # the CLI prints the same table when piped
     assert report.to_markdown() == cli("audit", run, "--format", "markdown").stdout
     assert json.loads(report.to_json()) == json.loads(json.dumps(report.to_dict()))
@@ -141,7 +141,8 @@ def test_plain_table_rows_fit_80_columns_and_never_cut_a_verdict(run):
         line = next(line for line in text.splitlines() if line.startswith(name + " "))
         assert len(line) <= 80, line
         key = by_key[name]
-        assert cells["verdict"] == (key.verdict or "step only")
+        marker = "*" if key.verdict == "match" and key.vouches_for == "reduction" else ""  # match*: only the reduction
+        assert cells["verdict"] == (key.verdict or "step only") + marker
         worst = key.worst_epoch()
         if key.verdict in ("match", "mismatch"):
             assert cells["gap"] == format_gap(worst[1])

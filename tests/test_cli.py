@@ -81,7 +81,7 @@ def test_table_and_markdown(runs):
     table = cli("audit", run)
     assert table.returncode == 1
     lines = table.stdout.splitlines()
-    assert lines[0] == "lmlogger audit: 5 match, 4 mismatch, 0 unverified"
+    assert lines[0] == "lmlogger audit: 5 match (3 of them only the reduction), 4 mismatch, 0 unverified"
     row = next(line for line in lines if line.startswith("f1_compute "))
     cells = row.split()
     assert cells[:2] == ["f1_compute", "mismatch"] and cells[3] == "0"  # verdict, gap, its worst epoch
@@ -93,7 +93,7 @@ def test_table_and_markdown(runs):
     assert "\x1b[" not in table.stdout  # no colour codes when not a terminal
     md = cli("audit", run, "--format", "markdown")
     assert md.returncode == 1
-    assert "**5 match, 4 mismatch, 0 unverified**" in md.stdout
+    assert "**5 match (3 of them only the reduction), 4 mismatch, 0 unverified**" in md.stdout
     assert "| `f1_compute` | `metric_compute` | `training_step` | 0 |" in md.stdout
     assert '`self.log("f1_compute", self.f1_c, on_epoch=True, on_step=False)' in md.stdout
 

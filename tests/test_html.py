@@ -250,7 +250,9 @@ def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(r
     texts, _ = tensorboard_views(run_dir)
     _, tag, table = texts[-1]
     assert tag == "lmlogger/verification/text_summary"  # what TensorBoard shows as the tag name
-    head, _, details = table.partition("\n\n**Per key**: provenance in hook; findings; fix\n\n")
+    head, _, details = table.partition(
+        "\n\n**Per key**: provenance in hook; what the verdict vouches for; findings; fix\n\n"
+    )
     rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ") for line in head.splitlines()[2:]}
     assert head.splitlines()[0] == "| key | verdict | gap | epoch | logged | reference |"
     report = lmlogger.audit(run_dir)
@@ -266,10 +268,10 @@ def test_tensorboard_text_shows_each_keys_worst_epoch_and_gap_with_fixes_below(r
     verdicts = [cells[1].strip("*") for cells in rows.values()]
     assert verdicts == sorted(verdicts, key=lambda v: {"mismatch": 0, "unverified": 1, "match": 2}.get(v, 3))
     assert (
-        f"* f1_compute: metric_compute in training_step; running-value-averaged; fix: `` {key.fix} ``"
-        in details.splitlines()
+        f"* f1_compute: metric_compute in training_step; vouches for samples; running-value-averaged; "
+        f"fix: `` {key.fix} ``" in details.splitlines()
     )
-    assert "* f1_object: metric_object in training_step" in details.splitlines()
+    assert "* f1_object: metric_object in training_step; vouches for samples" in details.splitlines()
     assert all(len(cell) <= 16 for row in rows.values() for cell in row[1:])  # narrow: no word breaks
 
 

@@ -257,8 +257,9 @@ def test_run_tag_and_one_tag_per_key_carry_verdict_provenance_and_the_worst_gap(
     tags = client.get_run(wrong.run_id).data.tags
     assert tags["lmlogger.verdict"] == "mismatch"
     assert client.get_run(scenario.right.run_id).data.tags["lmlogger.verdict"] == "match"
-    verdict, provenance, findings, worst, samples, fix = key_fields(tags, "f1_compute")
+    verdict, provenance, findings, vouches, worst, samples, fix = key_fields(tags, "f1_compute")
     assert (verdict, provenance, findings) == ("mismatch", "metric_compute", "running-value-averaged")
+    assert vouches == "vouches for samples"  # the reference is the metric over the epoch's samples
     # the fix is the audit's; the worst epoch is named with its values and gap, and they are the audit's
     local = lmlogger.audit(wrong.run_dir)
     assert fix == f"fix: {local.by_key()['f1_compute'].fix}"
@@ -282,7 +283,10 @@ def test_run_tag_and_one_tag_per_key_carry_verdict_provenance_and_the_worst_gap(
     ours = [k for k in tags if k.startswith("lmlogger.")]
     assert len(ours) == 3 + len(local.runs[0].keys)
     s = local.summary
-    assert tags["lmlogger.summary"].startswith(f"{s['match']} match, {s['mismatch']} mismatch, 0 unverified")
+    plain = local.matched_reduction_only  # e.g. "5 match (3 of them only the reduction), ..." as the audit says it
+    assert plain > 0 and f"{plain} of them only the reduction" in tags["lmlogger.summary"]
+    assert tags["lmlogger.summary"].startswith(f"{s['match']} match (")
+    assert f"), {s['mismatch']} mismatch, 0 unverified" in tags["lmlogger.summary"]
     assert tags["lmlogger.summary"].endswith(f"(lmlogger {lmlogger.__version__})")
 
 

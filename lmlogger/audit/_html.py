@@ -18,6 +18,7 @@ from typing import Any
 
 from lmlogger.audit._escape import terminal
 from lmlogger.audit._model import AuditReport, EpochReport, KeyReport, RunReport
+from lmlogger.audit._render import match_text
 from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
 from lmlogger.records._records import FINDINGS
 
@@ -63,6 +64,12 @@ details summary { cursor: pointer; color: #0969da; margin: 6px 0; }
 """
 
 
+_VOUCHES_TITLE = {
+    "samples": "the reference is the metric over the epoch's samples",
+    "reduction": "a plain tensor: lmlogger checked Lightning's reduction of the values logged, not what they mean",
+}
+
+
 def to_html(report: AuditReport) -> str:
     """The whole page for ``report`` (see the module docstring)."""
     s = report.summary
@@ -82,7 +89,7 @@ def to_html(report: AuditReport) -> str:
         "<header>",
         "<h1>lmlogger audit</h1>",
         '<p class="summary" id="summary">',
-        _badge("match", f"{s['match']} match"),
+        _badge("match", match_text(report)),
         " ",
         _badge("mismatch" if s["mismatch"] else "steponly", f"{s['mismatch']} mismatch"),
         " ",
@@ -154,7 +161,7 @@ def _key_name(key: str) -> str:
 def _key_table(run: RunReport, index: int) -> str:
     rows = [
         '<div class="table-wrap"><table>',
-        '<thead><tr><th>key</th><th>verdict</th><th class="num">gap</th><th>worst epoch</th>'
+        '<thead><tr><th>key</th><th>verdict</th><th>vouches for</th><th class="num">gap</th><th>worst epoch</th>'
         '<th class="num">logged</th><th class="num">reference</th><th>provenance</th><th>hook</th>'
         "<th>findings</th><th>fix</th></tr></thead>",
         "<tbody>",
@@ -167,6 +174,7 @@ def _key_table(run: RunReport, index: int) -> str:
             "<tr>"
             f'<td class="key"><a href="#run-{index}-key-{n}"><code>{_key_name(key.key)}</code></a></td>'
             f"<td>{_badge(_css(verdict), verdict)}</td>"
+            f'<td title="{_VOUCHES_TITLE.get(key.vouches_for, "")}">{escape(key.vouches_for)}</td>'
             f'<td class="num">{_gap(worst)}</td>'
             f"<td>{_epoch_label(worst)}</td>"
             f'<td class="num">{_num(worst.logged if worst else None)}</td>'
@@ -234,6 +242,7 @@ def _key_section(key: KeyReport, anchor: str) -> str:
     how = f"{key.provenance} logged from {key.hook}"
     facts = [
         ("provenance", escape(how)),
+        ("vouches for", escape(f"{key.vouches_for}: {_VOUCHES_TITLE.get(key.vouches_for, '')}")),
         (
             "options",
             escape(

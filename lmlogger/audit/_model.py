@@ -7,7 +7,7 @@ from typing import Any
 
 from lmlogger.records._coverage import blind_line
 from lmlogger.records._gap import relative_gap
-from lmlogger.records._records import VERDICTS, json_number
+from lmlogger.records._records import VERDICTS, VOUCHES, json_number, vouches_for
 
 
 @dataclass
@@ -73,10 +73,17 @@ class KeyReport:
     logged_keys: list[str]
     metric_attribute: str | None
     verdict: str | None = None
+    #: What the reference was built from: ``samples`` (the metric over the epoch's samples: the ``metric_*``
+    #: kinds) or ``reduction`` (a plain tensor: Lightning's reduction of the values logged, not what they mean).
+    vouches_for: str = ""
     findings: list[str] = field(default_factory=list)
     fix: str | None = None
     reason: str | None = None
     epochs: list[EpochReport] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.vouches_for not in VOUCHES:
+            self.vouches_for = vouches_for(self.provenance)
 
     def worst_epoch(self) -> tuple[EpochReport, float | None] | None:
         """The epoch behind the key's verdict and its relative gap (see `EpochReport.gap`).
@@ -110,6 +117,7 @@ class KeyReport:
             "dataloader_idx": self.dataloader_idx,
             "logged_keys": list(self.logged_keys),
             "metric_attribute": self.metric_attribute,
+            "vouches_for": self.vouches_for,
             "verdict": self.verdict,
             "findings": list(self.findings),
             "fix": self.fix,
@@ -179,6 +187,10 @@ class RunReport:
                 counts[key.verdict] += 1
         return counts
 
+    def matched_reduction_only(self) -> int:
+        """Keys whose ``match`` vouches only for Lightning's reduction of the values logged (plain tensors)."""
+        return sum(1 for key in self.keys if key.verdict == "match" and key.vouches_for == "reduction")
+
     def to_dict(self) -> dict[str, Any]:
         out = {
             "source": self.source,
@@ -188,6 +200,7 @@ class RunReport:
             "stages": list(self.stages),
             "stage_details": [stage.to_dict() for stage in self.stage_details],
             "summary": self.counts(),
+            "matched_reduction_only": self.matched_reduction_only(),
             "problems": list(self.problems),
             "versions": dict(self.versions),
             "keys": [k.to_dict() for k in self.keys],
@@ -227,12 +240,22 @@ class AuditReport:
             return 2
         return 0 if self.summary["mismatch"] == 0 else 1
 
+    @property
+    def matched_reduction_only(self) -> int:
+        """Of the ``match`` keys, how many vouch only for the reduction (plain tensors), all runs."""
+        return sum(run.matched_reduction_only() for run in self.runs)
+
     def by_key(self) -> dict[str, KeyReport]:
         """All keys of all runs by key name (the last run wins on duplicates)."""
         return {k.key: k for run in self.runs for k in run.keys}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary, "runs": [run.to_dict() for run in self.runs], "errors": list(self.errors)}
+        return {
+            "summary": self.summary,
+            "matched_reduction_only": self.matched_reduction_only,
+            "runs": [run.to_dict() for run in self.runs],
+            "errors": list(self.errors),
+        }
 
     def to_table(self) -> str:
         """The report as plain text: the summary, one table per run, findings and fixes (what ``print`` shows).

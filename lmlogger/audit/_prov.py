@@ -225,6 +225,8 @@ class _RunWriter:
             how = (
                 "compute() over this epoch's metric state, across ranks"
                 if key.provenance in _METRIC_KINDS
+                else "compute() of a shadow Metric fed with the functional call's inputs, across ranks"
+                if key.provenance == "metric_functional"
                 else f"float64 {key.reduce_fx} of the step values, across ranks"
             )
             recomputation = self._attrs("Recomputation", f"lmlogger: {how}")

@@ -45,6 +45,7 @@ class _Row:
     reference: str
     gap: str
     verdict: str
+    vouches: str
     findings: list[str]
     fix: str
     reason: str
@@ -80,6 +81,7 @@ def _rows(run: RunReport) -> list[_Row]:
                 reference=_num(epoch.reference) if epoch else "-",
                 gap=_gap(gap) if epoch and key.verdict in ("match", "mismatch") else "-",
                 verdict=key.verdict or "step only",
+                vouches=key.vouches_for,
                 findings=[terminal(code) for code in key.findings],
                 fix=terminal(key.fix or ""),
                 reason=terminal(key.reason or ""),
@@ -117,9 +119,23 @@ def _details(rows: list[_Row]) -> list[str]:
     return out
 
 
+def match_text(report: AuditReport) -> str:
+    """``5 match (3 of them only the reduction)``: how many matches vouch only for Lightning's reduction."""
+    s = report.summary
+    plain = report.matched_reduction_only
+    return f"{s['match']} match" + (f" ({plain} of them only the reduction)" if plain else "")
+
+
+#: What ``reduction`` in the "vouches for" column means, printed under a table that has one.
+REDUCTION_NOTE = (
+    "vouches for `reduction`: a plain tensor; lmlogger checked Lightning's reduction of the values logged, "
+    "not what they mean. `samples`: the reference is the metric over the epoch's samples."
+)
+
+
 def _summary_line(report: AuditReport) -> str:
     s = report.summary
-    line = f"lmlogger audit: {s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified"
+    line = f"lmlogger audit: {match_text(report)}, {s['mismatch']} mismatch, {s['unverified']} unverified"
     if report.errors:
         line += f"; {len(report.errors)} could not be read"
     return line
@@ -132,8 +148,20 @@ def _summary_line(report: AuditReport) -> str:
 PLAIN_HEADERS = ["key", "verdict", "gap", "epoch", "logged", "reference", "provenance"]
 
 
+#: Under a plain table with a ``match*``: what the marker means (each line within 80 columns).
+PLAIN_REDUCTION_NOTE = [
+    "match*: vouches only for the reduction (a plain tensor): lmlogger checked",
+    "Lightning's reduction of the values logged, not what they mean.",
+]
+
+
+def _verdict_cell(row: _Row) -> str:
+    """The verdict, with ``*`` where the match vouches only for Lightning's reduction (not the samples)."""
+    return f"{row.verdict}*" if row.verdict == "match" and row.vouches == "reduction" else row.verdict
+
+
 def _cells(row: _Row) -> list[str]:
-    return [row.name, row.verdict, row.gap, row.epoch, row.logged, row.reference, row.provenance]
+    return [row.name, _verdict_cell(row), row.gap, row.epoch, row.logged, row.reference, row.provenance]
 
 
 def _table_lines(rows: list[_Row]) -> list[tuple[str, tuple[int, int, str] | None]]:
@@ -173,7 +201,7 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
         out += ["", f"{terminal(run.source)} ({_state(run)})"]
         rows = _rows(run)
         for text, span in _table_lines(rows):
-            code = {"match": "32", "mismatch": "1;31", "unverified": "33"}.get(span[2]) if span else None
+            code = {"match": "32", "mismatch": "1;31", "unverified": "33"}.get(span[2].rstrip("*")) if span else None
             if colour and span and code:
                 start, end, _ = span
                 text = f"{text[:start]}\x1b[{code}m{text[start:end]}\x1b[0m{text[end:]}"
@@ -183,6 +211,8 @@ def to_table(report: AuditReport, colour: bool = False) -> str:
             out += ["findings / fix / reason:", *details]
         out += [f"problem: {terminal(p)}" for p in run.problems]
         out += _decisions_text_of(run)
+    if any(r.vouches == "reduction" and r.verdict == "match" for run in report.runs for r in _rows(run)):
+        out += ["", *PLAIN_REDUCTION_NOTE]
     out += _runs_read(report)
     out += [f"could not be read: {terminal(e)}" for e in report.errors]
     return "\n".join(out)
@@ -202,11 +232,23 @@ def to_markdown(report: AuditReport) -> str:
     lines = [
         "## lmlogger audit",
         "",
-        f"**{s['match']} match, {s['mismatch']} mismatch, {s['unverified']} unverified**"
+        f"**{match_text(report)}, {s['mismatch']} mismatch, {s['unverified']} unverified**"
         + (f" ({len(report.errors)} could not be read)" if report.errors else ""),
         "",
     ]
-    headers = ["key", "provenance", "hook", "worst epoch", "logged", "reference", "gap", "verdict", "finding", "fix"]
+    headers = [
+        "key",
+        "provenance",
+        "hook",
+        "worst epoch",
+        "logged",
+        "reference",
+        "gap",
+        "verdict",
+        "vouches for",
+        "finding",
+        "fix",
+    ]
     for run in report.runs:
         lines += [f"### {markdown_code(run.source, in_table=False)} ({_state(run, markdown_text)})", ""]
         lines.append("| " + " | ".join(headers) + " |")
@@ -224,6 +266,7 @@ def to_markdown(report: AuditReport) -> str:
                 row.reference,
                 row.gap,
                 verdict,
+                markdown_text(key.vouches_for),
                 ", ".join(markdown_code(code) for code in key.findings),
                 (markdown_code(fix) if key.fix else markdown_text(fix)) if fix else "",
             ]
@@ -231,6 +274,8 @@ def to_markdown(report: AuditReport) -> str:
         for problem in run.problems:
             lines.append(f"- problem: {markdown_text(problem)}")
         lines.append("")
+    if any(key.vouches_for == "reduction" for run in report.runs for key in run.keys):
+        lines += [markdown_text(REDUCTION_NOTE.replace("`", "")), ""]
     for error in report.errors:
         lines.append(f"- could not be read: {markdown_text(error)}")
     lines += ["", *_decisions_markdown(report)]
@@ -328,7 +373,7 @@ def rich_renderable(report: AuditReport) -> Any:
     parts: list[Any] = [
         Text.assemble(
             "lmlogger audit: ",
-            (f"{s['match']} match", "green"),
+            (match_text(report), "green"),
             ", ",
             (f"{s['mismatch']} mismatch", "bold red" if s["mismatch"] else ""),
             ", ",
@@ -344,13 +389,15 @@ def rich_renderable(report: AuditReport) -> Any:
         for text, span in _table_lines(rows):
             line = Text(text, style="" if span or text.startswith("-") else "bold", no_wrap=True, overflow="ellipsis")
             if span:
-                line.stylize(_COLOURS.get(span[2], ""), span[0], span[1])
+                line.stylize(_COLOURS.get(span[2].rstrip("*"), ""), span[0], span[1])
             parts.append(line)
         details = _details(rows)
         if details:
             parts += [Text("findings / fix / reason:"), *(Text(line) for line in details)]
         parts += [Text(f"problem: {terminal(p)}", style="yellow") for p in run.problems]
         parts += [Text(line) for line in _decisions_text_of(run)]
+    if any(r.vouches == "reduction" and r.verdict == "match" for run in report.runs for r in _rows(run)):
+        parts += [Text(""), *(Text(line) for line in PLAIN_REDUCTION_NOTE)]
     parts += [Text(line) for line in _runs_read(report)]
     parts += [Text(f"could not be read: {terminal(e)}", style="bold red") for e in report.errors]
     return Group(*parts)

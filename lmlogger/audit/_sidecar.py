@@ -10,7 +10,9 @@ from typing import Any, BinaryIO
 
 from lmlogger.audit._model import EpochReport, KeyReport, RunReport, StageReport
 from lmlogger.records._coverage import blind_line
+from lmlogger.records._functional import functional_attribute
 from lmlogger.records._records import (
+    METRIC_FUNCTIONAL,
     RECORD_TYPES,
     SCHEMA_VERSION,
     Close,
@@ -291,6 +293,7 @@ def _key_report(
         dataloader_idx=prov.dataloader_idx if prov else None,
         logged_keys=list(prov.logged_keys) if prov else [key],
         metric_attribute=prov.metric_attribute if prov else None,
+        vouches_for=(prov.vouches_for or "") if prov else "",  # older sidecars: derived from the kind
     )
     findings: list[str] = []
     fix = None
@@ -306,8 +309,11 @@ def _key_report(
                     step_hook=is_step_hook(prov.hook),
                     on_step=prov.on_step,
                     on_epoch=prov.on_epoch,
-                    attribute=prov.metric_attribute,
+                    attribute=prov.metric_attribute
+                    if prov.kind != METRIC_FUNCTIONAL
+                    else functional_attribute(prov.name, prov.phase),
                     phase=prov.phase,
+                    functional=f"{prov.metric_class}(...)" if prov.metric_class else None,
                     carried="state-carried-over" in rec_findings,
                     shared="shared-metric" in rec_findings,
                     stale="stale-step-value" in rec_findings,

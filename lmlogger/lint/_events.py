@@ -6,10 +6,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field, replace
 
+from lmlogger.lint._catalog import exact_mean
 from lmlogger.lint._project import SourceFile
 from lmlogger.lint._values import (
     COMPUTE,
     FORWARD,
+    FUNCTIONAL,
     OBJECT,
     PASSTHROUGH,
     WRAPPING,
@@ -21,6 +23,8 @@ from lmlogger.lint._values import (
     literal_key,
     union,
 )
+from lmlogger.records._functional import FUNCTIONAL as FUNCTIONAL_CATALOG
+from lmlogger.records._functional import SKLEARN, class_expression, render_value, sklearn_class
 
 _LOG_ARGS = ("name", "value", "prog_bar", "logger", "on_step", "on_epoch", "reduce_fx")
 _LOG_DICT_ARGS = ("dictionary", "prog_bar", "logger", "on_step", "on_epoch", "reduce_fx")
@@ -400,6 +404,9 @@ class Walker:
                 return replace(callee, kind=FORWARD) if isinstance(callee, Val) and callee.kind == OBJECT else None
             dotted = self.source.dotted(func) or ""
             last = dotted.rsplit(".", 1)[-1]
+            functional = _functional(node, dotted)
+            if functional is not None:
+                return functional
             if last in WRAPPING and node.args:
                 return self.ev(node.args[0])
             if dotted.startswith(("torch.", "np.", "numpy.")) and node.args:
@@ -407,6 +414,9 @@ class Walker:
                 return replace(first, derived=True) if isinstance(first, Val) and first.kind != OBJECT else None
             return None
         if isinstance(func, ast.Name):
+            functional = _functional(node, self.source.dotted(func) or "")
+            if functional is not None and func.id not in self.env:
+                return functional
             if func.id in WRAPPING and node.args:
                 return self.ev(node.args[0])
             if func.id == "getattr" and len(node.args) >= 2 and is_self(node.args[0]):
@@ -433,6 +443,34 @@ class Walker:
                 return Val(OBJECT, matched, ast.unparse(ast.Call(ast.Name("getattr"), [ast.Name("self"), name], [])),
                            definite=len(matched) == 1)  # fmt: skip
         return None
+
+
+def _source_value(node: ast.expr) -> str:
+    """An argument as the runtime prints it (``0.3``, ``"macro"``), or its source text."""
+    if isinstance(node, ast.Constant):
+        return render_value(node.value)
+    return ast.unparse(node)
+
+
+def _functional(node: ast.Call, dotted: str) -> Val | None:
+    """A call of a torchmetrics functional metric or of an ``sklearn.metrics`` function: the batch's value."""
+    name = dotted.rsplit(".", 1)[-1]
+    if dotted.startswith("torchmetrics.functional.") and name in FUNCTIONAL_CATALOG:
+        cls, params, ndata = FUNCTIONAL_CATALOG[name]
+        if cls is None:
+            return None  # no Metric computes it over many batches: no fix to offer
+        args: dict[str, ast.expr] = dict(zip(params, node.args, strict=False))
+        args.update((k.arg, k.value) for k in node.keywords if k.arg is not None)
+        options = [(p, args[p]) for p in params[ndata:] if p in args]
+        synthetic = ast.Call(ast.Name(cls), [], [ast.keyword(p, v) for p, v in options])
+        if exact_mean(cls, synthetic):
+            return Val(FUNCTIONAL, (), name)
+        expression = class_expression(cls, [(p, _source_value(v)) for p, v in options])
+        return Val(FUNCTIONAL, (), name, functional=expression, functional_data=", ".join(params[:ndata]))
+    if dotted.startswith("sklearn.metrics.") and name in SKLEARN:
+        keywords = {k.arg: _source_value(k.value) for k in node.keywords if k.arg is not None}
+        return Val(FUNCTIONAL, (), name, functional=sklearn_class(name, keywords))
+    return None
 
 
 def _only_val(value: Val | DictVal | None) -> Val | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from lmlogger.lint._hooks import phase_of
 from lmlogger.records._derivation import CallSite
-from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger.records._functional import functional_attribute
+from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_FUNCTIONAL, METRIC_OBJECT, TENSOR
 from lmlogger.records._verify import Facts, FixPlan, fix_for, fix_plan
 
 _KEY = "\x00key\x00"
@@ -118,6 +120,28 @@ def one_instance_per_phase(attr: str) -> Fix:
 def one_instance_per_dataloader(name: str, attr: str) -> Fix:
     """``shared-metric`` between the dataloaders of one phase."""
     return _runtime("shared-metric", f'"{name}"', attr, shared=True, shared_dataloaders=True)
+
+
+def functional(name: str, function: str, cls: str, data: str, on_step: bool, hook: str) -> str:
+    """``batch-values-averaged`` of a functional metric (``function``): keep ``cls`` on the module, update it
+    where the function was called, log the object. The runtime's fix, with the key as written in the source."""
+    phase = phase_of(hook)
+    literal = name.startswith('"') and name.endswith('"')
+    key = name[1:-1].replace('\\"', '"').replace("\\\\", "\\") if literal else function
+    facts = Facts(
+        name=_KEY,
+        kind=METRIC_FUNCTIONAL,
+        hook=hook,
+        step_hook=True,
+        on_step=on_step,
+        on_epoch=True,
+        attribute=functional_attribute(key, phase),
+        phase=phase,
+        functional=cls,
+        functional_data=data,
+    )
+    text = fix_for(facts, ["batch-values-averaged"]) or ""
+    return text.replace(f'"{_KEY}"', name)
 
 
 def call_forward(name: str, attr: str) -> Fix:

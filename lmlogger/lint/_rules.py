@@ -14,7 +14,18 @@ from lmlogger.lint._events import UNKNOWN, LogCall, MethodEvents, Use, Walker
 from lmlogger.lint._hooks import DEFAULTS, is_step_hook, phase_of
 from lmlogger.lint._model import message
 from lmlogger.lint._project import ClassInfo, Project, SourceFile
-from lmlogger.lint._values import COMPUTE, FORWARD, OBJECT, ClassTable, GroupRef, MetricRef, Val, is_self, metrics_of
+from lmlogger.lint._values import (
+    COMPUTE,
+    FORWARD,
+    FUNCTIONAL,
+    OBJECT,
+    ClassTable,
+    GroupRef,
+    MetricRef,
+    Val,
+    is_self,
+    metrics_of,
+)
 from lmlogger.records._derivation import CallSite, _EpochRewriter, site_of  # pure (ast only): the runtime's own
 from lmlogger.records._verify import FixPlan
 
@@ -94,6 +105,14 @@ class ModuleCheck:
         for key, val, expr in log.items:
             attr = val.text
             name = attr if log.as_dict is not None else key
+            if val.kind == FUNCTIONAL:
+                # a functional metric's batch value, averaged over batches: right only for a mean of samples
+                if step and on_epoch is True and val.functional and not val.derived and log.as_dict is None:
+                    code = "batch-values-averaged"
+                    fix = _fixes.functional(name, val.text, val.functional, val.functional_data, on_step is True, hook)
+                    why = "the fix adds a Metric attribute in __init__"
+                    yield Raw(source, log.node, code, message(code, _subject(name)), fix, why_not=why)
+                continue
             call = self._call_site(log, key, source)
             if val.kind in (COMPUTE, FORWARD) and step and on_epoch is True:
                 metrics = metrics_of(val.targets)

@@ -16,6 +16,8 @@ from lmlogger.lint._project import ClassInfo, Project, SourceFile, is_metric_ori
 OBJECT = "object"
 COMPUTE = "compute"
 FORWARD = "forward"
+#: The value of a functional metric (``torchmetrics.functional...``, ``sklearn.metrics...``) of one batch.
+FUNCTIONAL = "functional"
 
 #: Methods of a tensor (or number) that keep its value: element views and copies, not arithmetic.
 PASSTHROUGH = frozenset(
@@ -70,6 +72,10 @@ class Val:
     derived: bool = False
     definite: bool = True  # one metric for sure, not one of several
     index: str | None = None  # an element of the result was taken: ``[0]``, ``['f1']``
+    #: FUNCTIONAL: the Metric class (with the call's arguments) whose epoch value the batch mean is not;
+    #: ``None`` when the batch-size-weighted mean of batch values is the epoch value (micro accuracy, MSE)
+    functional: str | None = None
+    functional_data: str = "preds, target"
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,27 @@ from typing import Any, Literal
 
 SCHEMA_VERSION = 1
 
-Kind = Literal["metric_object", "metric_compute", "metric_forward", "tensor"]
+Kind = Literal["metric_object", "metric_compute", "metric_forward", "metric_functional", "tensor"]
 Verdict = Literal["match", "mismatch", "unverified"]
 
 #: The provenance kinds (DESIGN.md).
 METRIC_OBJECT = "metric_object"
 METRIC_COMPUTE = "metric_compute"
 METRIC_FORWARD = "metric_forward"
+METRIC_FUNCTIONAL = "metric_functional"
 TENSOR = "tensor"
+
+#: What a key's reference is built from (``vouches_for``): the metric over the epoch's samples (the four
+#: ``metric_*`` kinds), or only Lightning's reduction of the values logged (a plain ``tensor``).
+SAMPLES = "samples"
+REDUCTION = "reduction"
+VOUCHES: tuple[str, ...] = (SAMPLES, REDUCTION)
+
+
+def vouches_for(kind: str | None) -> str:
+    """``samples`` for the ``metric_*`` kinds, ``reduction`` for a plain tensor (and an unknown kind)."""
+    return SAMPLES if kind is not None and kind.startswith("metric_") else REDUCTION
+
 
 _STEP_HOOKS = frozenset(
     {
@@ -50,7 +63,7 @@ def phase_of(hook: str) -> str:
     return "train"
 
 
-KINDS: tuple[str, ...] = ("metric_object", "metric_compute", "metric_forward", "tensor")
+KINDS: tuple[str, ...] = ("metric_object", "metric_compute", "metric_forward", "metric_functional", "tensor")
 VERDICTS: tuple[str, ...] = ("match", "mismatch", "unverified")
 #: Verdicts ordered from best to worst: a key's verdict is its worst epoch.
 VERDICT_RANK = {"match": 0, "unverified": 1, "mismatch": 2}
@@ -58,8 +71,8 @@ VERDICT_RANK = {"match": 0, "unverified": 1, "mismatch": 2}
 FINDINGS: dict[str, str] = {
     "running-value-averaged": "compute() logged from a step hook with on_epoch=True: the epoch value reduces "
     "running values, not the epoch metric",
-    "batch-values-averaged": "a forward() batch value logged with on_epoch=True: the epoch value reduces "
-    "per-batch values, not the epoch metric",
+    "batch-values-averaged": "a batch value (a metric's forward(), or a functional metric of torchmetrics or sklearn) "
+    "logged with on_epoch=True: the epoch value reduces per-batch values, not the epoch metric",
     "state-carried-over": "the metric's state at epoch end includes updates from before the epoch "
     "(never reset, or sanity-check batches)",
     "rank-local": "multi-process run, tensor logged with sync_dist=False: the epoch value is rank 0's alone",
@@ -154,6 +167,9 @@ class ProvenanceRecord:
     logged_keys: tuple[str, ...]
     metric_attribute: str | None = None
     metric_class: str | None = None
+    #: What the key's reference is built from: ``samples`` or ``reduction`` (see :func:`vouches_for`; absent in
+    #: sidecars written before 0.3, where the audit derives it from ``kind``).
+    vouches_for: str | None = None
     type: str = "provenance"
 
 
@@ -279,6 +295,7 @@ _FIELDS: dict[str, dict[str, str]] = {
         "logged_keys": "strs",
         "metric_attribute": "str?",
         "metric_class": "str?",
+        "vouches_for": "str?",
     },
     "verification": {
         "key": "str",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmlogger.records._derivation import CallSite
-from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_OBJECT, TENSOR
+from lmlogger.records._records import METRIC_COMPUTE, METRIC_FORWARD, METRIC_FUNCTIONAL, METRIC_OBJECT, TENSOR
 
 #: Default tolerances. Lightning accumulates epoch means in float32; lmlogger's references are
 #: float64 (tensors) or a fresh ``compute()`` (metrics), so honest values agree to ~1e-6 relative.
@@ -43,6 +43,10 @@ class Facts:
     weight_mismatch: bool = False  # set without ``weights`` when re-judging from a record
     call: CallSite | None = None  # the logging call as written (None: its source was not read)
     never_updated: bool = False  # a metric object logged that nothing has updated in the run
+    #: ``metric_functional``: the Metric class that computes the functional over the epoch, with the call's
+    #: arguments (``BinaryF1Score(threshold=0.3)``), and its data parameters (``preds, target``)
+    functional: str | None = None
+    functional_data: str = "preds, target"
 
 
 def compare(logged: float | None, reference: float | None, rtol: float, atol: float) -> str:
@@ -62,7 +66,7 @@ def findings_for(facts: Facts, verdict: str) -> list[str]:
     if verdict == "mismatch":
         if facts.kind == METRIC_COMPUTE and facts.step_hook and facts.on_epoch:
             found.append("running-value-averaged")
-        if facts.kind == METRIC_FORWARD and facts.on_epoch and facts.step_hook:
+        if facts.kind in (METRIC_FORWARD, METRIC_FUNCTIONAL) and facts.on_epoch and facts.step_hook:
             found.append("batch-values-averaged")
         if facts.reset_before_log:
             found.append("reset-before-log")
@@ -114,6 +118,8 @@ def fix_for(facts: Facts, findings: list[str]) -> str | None:
         else ""
     )
     for code in findings:
+        if code == "batch-values-averaged" and facts.kind == METRIC_FUNCTIONAL:
+            return functional_fix(facts)
         if code in ("running-value-averaged", "batch-values-averaged"):
             if facts.index is not None:
                 return _kept_updates(facts) + (
@@ -215,6 +221,8 @@ def fix_plan(facts: Facts, findings: list[str]) -> FixPlan | None:
     epoch_hook = f"on_{_hook_phase(facts.phase)}_epoch_end"
     early = [h for h in facts.reset_hooks if h in _EARLY_RESET_HOOKS] if facts.phase == "train" else []
     call = facts.call
+    if facts.kind == METRIC_FUNCTIONAL:
+        return None  # the fix adds a Metric attribute in __init__: not a mechanical edit of the logging line
     for code in findings:
         if fix_for(facts, [code]) is None:
             continue
@@ -253,6 +261,24 @@ def with_weights(facts: Facts, findings: list[str], fix: str | None) -> str | No
     if fix is None or "weight-mismatch" not in findings or "batch_size=" in fix:
         return fix
     return f"{fix}; and Lightning weighted its steps by a wrong batch size: {_weight_fix(facts)}"
+
+
+def functional_fix(facts: Facts) -> str:
+    """``batch-values-averaged`` of a functional metric's value: keep a Metric of the same semantics on the
+    module, update it where the functional was called, and log the object (Lightning computes it at epoch end).
+
+    The same shape as the ``metric_forward`` fix: the update stays in the step, the object is logged.
+    """
+    attr = f"self.{facts.attribute}" if facts.attribute else "self.<metric>"
+    cls = facts.functional or "<the torchmetrics Metric class of this function>"
+    data = facts.functional_data
+    if facts.on_step:
+        use = f"{attr}({data}) (forward, for the step value), then "
+        log = f'self.log("{facts.name}", {attr}, on_epoch=True, on_step=True)'
+    else:
+        use = f"{attr}.update({data}), then "
+        log = f'self.log("{facts.name}", {attr}, on_epoch=True, on_step=False)'
+    return f"{attr} = {cls} in __init__; in {facts.hook}: {use}{log}"
 
 
 def _padding_fix(facts: Facts) -> str:

@@ -50,6 +50,7 @@ class Options:
     reference_metrics: bool = True
     tracker_extras: bool = True
     html_report: bool = True
+    functional_sample_cap: int | None = None
 
     @property
     def prefix(self) -> str:
@@ -85,6 +86,10 @@ class VerifiedLogger(Logger):
             the HTML report, uploaded when the run ends), the files added to a W&B run. ``False``: none of them.
         html_report: write ``lmlogger/report.html`` beside the sidecar when the run ends (``False``: the
             page is still one ``lmlogger audit RUN --format html`` away).
+        functional_sample_cap: the most predictions the shadow of a torchmetrics functional metric that keeps
+            every prediction (``binary_auroc``, ``binary_average_precision``: ``cat`` states) may hold per key
+            and epoch; past it the key is ``unverified``. ``None`` (default): no cap, the shadow's memory is what
+            the ``Metric`` itself would hold (see docs/performance.md).
         **deprecated: ``prefix=``, the old name of ``reference_prefix``: still accepted, with a
             ``DeprecationWarning``.
 
@@ -114,6 +119,7 @@ class VerifiedLogger(Logger):
         reference_metrics: bool = True,
         tracker_extras: bool = True,
         html_report: bool = True,
+        functional_sample_cap: int | None = None,
         **deprecated: Any,
     ) -> VerifiedLogger:
         if isinstance(logger, VerifiedLogger):
@@ -137,6 +143,7 @@ class VerifiedLogger(Logger):
         reference_metrics: bool = True,
         tracker_extras: bool = True,
         html_report: bool = True,
+        functional_sample_cap: int | None = None,
         **deprecated: Any,
     ) -> None:
         if on_mismatch not in _ON_MISMATCH:
@@ -157,7 +164,23 @@ class VerifiedLogger(Logger):
                 raise ValueError(f"VerifiedLogger({label}={switch!r}): expected True or False.")
         d = self.__dict__
         d["_lml_logger"] = logger
-        d["_lml_options"] = Options(float(rtol), float(atol), on_mismatch, reference_prefix, **switches)
+        if functional_sample_cap is not None and (
+            isinstance(functional_sample_cap, bool)
+            or not isinstance(functional_sample_cap, int)
+            or functional_sample_cap < 1
+        ):
+            raise ValueError(
+                f"VerifiedLogger(functional_sample_cap={functional_sample_cap!r}): expected None or an integer >= 1, "
+                "e.g. functional_sample_cap=1_000_000."
+            )
+        d["_lml_options"] = Options(
+            float(rtol),
+            float(atol),
+            on_mismatch,
+            reference_prefix,
+            functional_sample_cap=functional_sample_cap,
+            **switches,
+        )
         d["_lml_session"] = None
         d["_lml_sink"] = None
         d["_lml_held"] = False  # whether this logger holds the seam (from run start to finalize)
@@ -467,6 +490,7 @@ def _rebuild(logger: Logger, options: Options) -> VerifiedLogger:
         reference_metrics=options.reference_metrics,
         tracker_extras=options.tracker_extras,
         html_report=options.html_report,
+        functional_sample_cap=options.functional_sample_cap,
     )
 
 

@@ -27,10 +27,11 @@ from torchmetrics.wrappers import MinMaxMetric, Running
 
 from lmlogger.records._derivation import call_site, derivation, user_frame
 from lmlogger.records._errors import MismatchError, warn_user
+from lmlogger.records._functional import data_parameters, functional_attribute
 from lmlogger.records._gap import format_gap, relative_gap
-from lmlogger.records._records import VerificationRecord
+from lmlogger.records._records import METRIC_FUNCTIONAL, VerificationRecord
 from lmlogger.records._verify import Facts, compare, judge
-from lmlogger.runtime import _intercept, _lightning
+from lmlogger.runtime import _functional, _intercept, _lightning
 from lmlogger.runtime._coverage import Coverage
 from lmlogger.runtime._decisions import DecisionTracker
 from lmlogger.runtime._distributed import Exchange
@@ -43,6 +44,7 @@ from lmlogger.runtime._ledger import (
     remembers_results,
     stateful_children,
 )
+from lmlogger.runtime._provenance import _PLAIN as _PLAIN_TENSOR
 from lmlogger.runtime._provenance import (
     METRIC_COMPUTE,
     METRIC_FORWARD,
@@ -196,6 +198,8 @@ class Session:
         there are found at the first ``self.log``, see :meth:`_refresh_metrics`)."""
         self.trainer.callbacks.insert(0, self.callback)
         _intercept.register(self.trainer, self)
+        _functional.activate((vars(self.module),))
+        self._functional_active = True
 
     def detach(self) -> None:
         try:
@@ -203,6 +207,8 @@ class Session:
         except Exception as err:
             self._internal_error("ending the decisions record", err)
         _intercept.unregister(self.trainer)
+        if self.__dict__.pop("_functional_active", False):
+            _functional.deactivate()
         if self.callback in self.trainer.callbacks:
             self.trainer.callbacks.remove(self.callback)
         for tap in self.taps.values():
@@ -248,6 +254,11 @@ class Session:
         tracker.active = True
 
         classified = classify(value, self.metrics, self.claimed, self.wrappers)
+        call = None
+        if isinstance(value, Tensor) and classified is _PLAIN_TENSOR:
+            call = _functional.lookup(value)  # a torchmetrics functional metric's result (by identity)
+            if call is not None:
+                classified = _FUNCTIONAL
         plain = isinstance(classified, PendingNumber) or classified.kind == TENSOR
         if isinstance(classified, PendingNumber) or (tracker.evidence is not None and classified.kind == TENSOR):
             if tracker.evidence is None:
@@ -292,6 +303,14 @@ class Session:
         if tracker.batch_size is None:
             tracker.batch_size, tracker.batch_size_source = int(batch_size), source
 
+        if tracker.kind == METRIC_FUNCTIONAL and tracker.on_epoch:
+            if call is None:
+                if tracker.shadow is not None:
+                    tracker.shadow.reason = "some steps logged a value that no torchmetrics functional metric returned"
+            else:
+                if tracker.shadow is None:
+                    tracker.shadow = _functional.Shadow(call.name, self.options.functional_sample_cap)
+                tracker.shadow.update(call)
         if tracker.on_epoch and plain:
             if tracker.ledger is None:
                 tracker.ledger = TensorLedger(tracker.reduce)
@@ -385,6 +404,8 @@ class Session:
             for tracker in self.trackers.values():
                 if tracker is not None and tracker.phase == "val":
                     tracker.active, tracker.ledger, tracker.stale = False, None, False
+                    if tracker.shadow is not None:
+                        tracker.shadow.reset()
             for tap in self.taps.values():
                 tap.pop(owner)
             self.samples.pop(owner)
@@ -400,6 +421,8 @@ class Session:
             self.samples.pop(owner)
             for tracker in trackers:
                 tracker.active, tracker.ledger, tracker.stale = False, None, False
+                if tracker.shadow is not None:
+                    tracker.shadow.reset()
         provenance = []
         for tracker in trackers:
             state = (tracker.kind, tracker.attribute)
@@ -462,6 +485,22 @@ class Session:
                 references[cache_key] = self._metric_reference(metric, dl, gathered_pieces)
             return references[cache_key]
 
+        # functional shadows compute in one order on every rank (compute() is a collective in a distributed run)
+        functional_refs: dict[str, tuple[float | None, str | None]] = {}
+        for tracker in sorted(trackers, key=lambda t: t.storage_key):
+            if tracker.kind == METRIC_FUNCTIONAL and tracker.on_epoch:
+                try:
+                    functional_refs[tracker.storage_key] = (
+                        tracker.shadow.reference()
+                        if tracker.shadow is not None
+                        else (None, "no functional call was seen for this key in this epoch")
+                    )
+                except Exception as err:
+                    functional_refs[tracker.storage_key] = (
+                        None,
+                        f"compute() of the functional's shadow raised {type(err).__name__}: {err}",
+                    )
+
         records = []
         world = self.exchange.world_size
         for tracker in trackers:
@@ -490,6 +529,8 @@ class Session:
                     states = gathered_tensor.get(tracker.storage_key, [])
                     reference, reason = reduce_states(states)
                     floor = accumulation_allowance(states)
+            elif tracker.kind == METRIC_FUNCTIONAL:
+                reference, reason = functional_refs.get(tracker.storage_key, (None, "no shadow for this key"))
             elif tap is None:
                 reference, reason = None, "metric not tracked"
             elif isinstance(tracker.metric, MinMaxMetric) and tracker.index in (("max",), ("min",)):
@@ -523,8 +564,12 @@ class Session:
                 step_hook=tracker.step_hook,
                 on_step=tracker.on_step,
                 on_epoch=tracker.on_epoch,
-                attribute=tracker.attribute,
+                attribute=tracker.attribute
+                if tracker.kind != METRIC_FUNCTIONAL
+                else functional_attribute(tracker.name, tracker.phase),
                 phase=tracker.phase,
+                functional=tracker.shadow.expression if tracker.shadow is not None else None,
+                functional_data=", ".join(data_parameters(tracker.shadow.name)) if tracker.shadow else "preds, target",
                 carried=0 if _best_aggregator(tracker) else self._carried(tracker.metric, owner),
                 shared=(len(phases) > 1 or shared_dl) and reads_state,
                 shared_dataloaders=shared_dl and len(phases) <= 1 and reads_state,
@@ -732,3 +777,6 @@ def _scalar(value: Any, index: tuple[Any, ...] | None = None) -> tuple[float | N
     if isinstance(value, (int, float)):
         return float(value), None
     return None, f"compute() returned {type(value).__name__}, not a scalar"
+
+
+_FUNCTIONAL = Classified(METRIC_FUNCTIONAL)

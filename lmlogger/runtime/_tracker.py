@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmlogger.records._records import ProvenanceRecord
+from lmlogger.records._records import METRIC_FUNCTIONAL, ProvenanceRecord, vouches_for
 from lmlogger.runtime._ledger import TensorLedger
 from lmlogger.runtime._provenance import TENSOR, NumberEvidence
 
@@ -42,6 +42,7 @@ class KeyTracker:
     stale: bool = False
     last_forward: Any = None
     recorded: tuple[str | None, str | None] | None = None
+    shadow: Any = None  # metric_functional: the shadow Metric of this key's epoch (runtime._functional.Shadow)
 
     @property
     def key(self) -> str:
@@ -64,5 +65,8 @@ class KeyTracker:
             dataloader_idx=self.dataloader_idx,
             logged_keys=keys,
             metric_attribute=self.attribute,
-            metric_class=type(self.metric).__name__ if self.metric is not None else None,
+            metric_class=type(self.metric).__name__
+            if self.metric is not None
+            else (self.shadow.cls if self.kind == METRIC_FUNCTIONAL and self.shadow is not None else None),
+            vouches_for=vouches_for(self.kind or TENSOR),
         )

@@ -14,7 +14,8 @@ For ``VerifiedLogger(MLFlowLogger(...))`` lmlogger writes:
 * the run's description (``mlflow.note.content``, shown as markdown on the run page): the per-key verdict table,
   kept current after every epoch, unless the run has a description lmlogger did not write (never overwritten);
 * one tag per key, ``lmlogger.key.<metric>`` (``<metric>`` is the metric's name in MLflow), whose value
-  starts with three fixed fields, ``verdict|provenance|findings``, then the worst epoch and its gap, the
+  starts with three fixed fields, ``verdict|provenance|findings``, then what its reference vouches for
+  (``vouches for samples`` or ``vouches for reduction``), the worst epoch and its gap, the
   samples behind it, the fix or the reason:
   ``mismatch|metric_compute|running-value-averaged|worst train epoch 0 (step 6): logged 0.4713,
   reference 0.57377 (18% apart)|samples: ...|fix: self.log(...)``. Search them in the UI, e.g.
@@ -66,7 +67,7 @@ from lmlogger.records._mlflow_names import (  # noqa: F401  (names importable fr
     redact,
     reference_name,
 )
-from lmlogger.records._records import ProvenanceRecord, VerificationRecord, worst
+from lmlogger.records._records import REDUCTION, ProvenanceRecord, VerificationRecord, vouches_for, worst
 from lmlogger.records._versions import versions
 from lmlogger.runtime.sinks.generic import GenericSink, metric_prefix_of
 
@@ -315,6 +316,13 @@ class MLflowSink(GenericSink):
             tags[RUN_VERDICT_TAG] = worst(key_verdicts.values()) or "unverified"
             counts = {v: sum(1 for x in key_verdicts.values() if x == v) for v in ("match", "mismatch", "unverified")}
             summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+            plain = sum(
+                1
+                for k, v in key_verdicts.items()
+                if v == "match" and k in self.provenance and vouches_for(self.provenance[k].kind) == REDUCTION
+            )
+            if plain:  # the words of the audit's summary line
+                summary = summary.replace(" match,", f" match ({plain} of them only the reduction),", 1)
             mismatched = sorted(k for k, v in key_verdicts.items() if v == "mismatch")
             if mismatched:
                 summary += "; mismatch: " + ", ".join(mismatched)
@@ -392,8 +400,8 @@ class MLflowSink(GenericSink):
         return _fit_rows(head, rows, tail)
 
     def key_tag(self, key: str, verdict: str | None) -> str:
-        """``verdict|provenance|findings|worst epoch and gap|fix or reason[|key: <full key>]`` (see the module
-        docstring); the first three fields are always there, so that ``LIKE 'mismatch|%'`` finds a verdict."""
+        """``verdict|provenance|findings|vouches for|worst epoch and gap|fix or reason[|key: <full key>]`` (see the
+        module docstring); the first three fields are always there, so that ``LIKE 'mismatch|%'`` finds a verdict."""
         prov = self.provenance.get(key)
         rec = self.worst.get(key)
         latest = self.latest.get(key)
@@ -401,6 +409,7 @@ class MLflowSink(GenericSink):
             verdict or "step-only",
             prov.kind if prov is not None else "-",
             ",".join(self.findings_of(key)) or "-",
+            f"vouches for {vouches_for(prov.kind)}" if prov is not None else "vouches for -",
         ]
         if rec is None:
             fields.append("step values only: no epoch value to verify")

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from lmlogger.records._gap import format_gap, relative_gap, worst_epoch
-from lmlogger.records._records import ProvenanceRecord, VerificationRecord
+from lmlogger.records._records import ProvenanceRecord, VerificationRecord, vouches_for
 from lmlogger.runtime.sinks.generic import GenericSink, metric_prefix_of
 
 TEXT_TAG = "lmlogger/verification"
@@ -27,7 +27,8 @@ DECISIONS_TAG = "lmlogger/decisions"
 LAYOUT_CATEGORY = "lmlogger: logged vs reference"
 GAP_CATEGORY = "lmlogger: gap to the reference"
 HEADERS = ("key", "verdict", "gap", "epoch", "logged", "reference")
-DETAILS = "**Per key**: provenance in hook; findings; fix"
+DETAILS = "**Per key**: provenance in hook; what the verdict vouches for; findings; fix"
+REDUCTION_MARK = "`match*`: vouches only for the reduction (a plain tensor), not for what the values mean"
 _ORDER = {"mismatch": 0, "unverified": 1, "match": 2}
 
 
@@ -111,7 +112,7 @@ class TensorBoardSink(GenericSink):
             verdict = rec.verdict if rec else "step only"
             cells = [
                 key,
-                f"**{verdict}**" if verdict == "mismatch" else verdict,
+                f"**{verdict}**" if verdict == "mismatch" else _marked(verdict, prov),
                 format_gap(relative_gap(rec.logged, rec.reference)) if rec else "-",
                 f"{rec.phase} {rec.epoch}" if rec else "-",
                 _fmt(rec.logged) if rec else "-",
@@ -122,6 +123,8 @@ class TensorBoardSink(GenericSink):
             fix = (latest.fix if latest is not None else None) or (rec.fix if rec is not None else None)
             found = sorted({f for r in (rec, latest) if r is not None for f in r.findings})
             line = f"* {_cell(key)}: " + (f"{prov.kind} in {prov.hook}" if prov else "-")
+            if prov:
+                line += f"; vouches for {vouches_for(prov.kind)}"
             if found:
                 line += "; " + ", ".join(found)
             if fix:
@@ -129,7 +132,16 @@ class TensorBoardSink(GenericSink):
             details.append(line)
         if details:
             lines += ["", DETAILS, "", *details]
+        if any("match*" in line for line in lines[2:]):
+            lines += ["", REDUCTION_MARK]
         return "\n".join(lines)
+
+
+def _marked(verdict: str, prov: Any) -> str:
+    """``match*`` where the match vouches only for Lightning's reduction (a plain tensor)."""
+    return (
+        f"{verdict}*" if verdict == "match" and prov is not None and vouches_for(prov.kind) == "reduction" else verdict
+    )
 
 
 def decisions_table(decisions: list[Any]) -> str:
