@@ -146,16 +146,20 @@ class _ResetTap:
 
     def __init__(self, metric: Metric, tap: MetricTap) -> None:
         self.metric = metric
-        self.tap = tap
+        self.tap: MetricTap | None = tap  # None: the run ended, this tap is a plain pass-through
 
-    def __call__(self) -> None:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tap = self.tap
+        if tap is None:
+            return type(self.metric).reset(self.metric, *args, **kwargs)
         caller = sys._getframe(1).f_code
         user = caller not in _FORWARD_CODES
         if user:
-            self.tap.on_user_reset(by_lightning=caller in _LIGHTNING_RESET_CODES)
-        type(self.metric).reset(self.metric)
+            tap.on_user_reset(by_lightning=caller in _LIGHTNING_RESET_CODES)
+        result = type(self.metric).reset(self.metric, *args, **kwargs)
         if user:
-            self.tap.after_reset()
+            tap.after_reset()
+        return result
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _PassThroughReset:
         return _PassThroughReset(copy.deepcopy(self.metric, memo))
@@ -178,13 +182,15 @@ class _ResultTap:
         self.metric = metric
         self.name = name
         self.saved = saved
+        self.active = True  # False: the run ended, this tap is a plain pass-through
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.saved is _MISSING:
             result = getattr(type(self.metric), self.name)(self.metric, *args, **kwargs)
         else:
             result = self.saved(*args, **kwargs)
-        self.metric.__dict__["_lml_" + self.name] = result
+        if self.active:
+            self.metric.__dict__["_lml_" + self.name] = result
         return result
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
@@ -244,6 +250,7 @@ class MetricTap:
         self._last: tuple[Owner, _Piece, dict[str, Any] | None, int] | None = None
         self._installed = False
         self._saved: dict[str, Any] = {}
+        self._installed_taps: list[Any] = []  # the _ResetTap / _ResultTap objects this tap put on the instance
 
     def _count(self) -> int:
         metric = self.metric
@@ -257,25 +264,34 @@ class MetricTap:
     def install(self) -> None:
         metric = self.metric
         if not self._installed and "reset" not in metric.__dict__:
-            metric.__dict__["reset"] = _ResetTap(metric, self)
+            reset = metric.__dict__["reset"] = _ResetTap(metric, self)
+            self._installed_taps = [reset]
             self._installed = True
             if _caches_nothing(metric):
                 # Wrappers and compositions cache no result (``_computed``/``_forward_cache``): remember the
                 # last ones so that a logged result can be told apart by identity, as for any other metric.
                 for name in ("compute", "forward"):
                     self._saved[name] = metric.__dict__.get(name, _MISSING)
-                    metric.__dict__[name] = _ResultTap(metric, name, self._saved[name])
+                    tap = metric.__dict__[name] = _ResultTap(metric, name, self._saved[name])
+                    self._installed_taps.append(tap)
 
     def remove(self) -> None:
+        """Put back what the instance held; a tap another library has wrapped since stays below its wrapper (removing
+        it would remove that wrapper too) as a plain pass-through."""
         metric = self.metric
-        if self._installed and isinstance(metric.__dict__.get("reset"), _ResetTap):
-            del metric.__dict__["reset"]
-        for name, saved in self._saved.items():
-            if isinstance(metric.__dict__.get(name), _ResultTap):
+        for tap in self._installed_taps:
+            tap_name = "reset" if isinstance(tap, _ResetTap) else tap.name
+            if isinstance(tap, _ResetTap):
+                tap.tap = None
+            else:
+                tap.active = False
+            if metric.__dict__.get(tap_name) is tap:
+                saved = self._saved.get(tap_name, _MISSING)
                 if saved is _MISSING:
-                    del metric.__dict__[name]
+                    del metric.__dict__[tap_name]
                 else:
-                    metric.__dict__[name] = saved
+                    metric.__dict__[tap_name] = saved
+        self._installed_taps = []
         self._saved = {}
         self._installed = False
 
