@@ -65,6 +65,25 @@ except (ImportError, AttributeError):  # pragma: no cover - other Lightning layo
     _LIGHTNING_RESET_CODES = frozenset()
 
 
+#: How many frames above a reset to look for torchmetrics' or Lightning's own reset: the caller itself, or the
+#: caller of up to two wrappers another library put on the instance's ``reset`` (on top of lmlogger's tap).
+_RESET_CALLER_DEPTH = 3
+
+
+def _reset_caller(frame: Any) -> Any:
+    """The code that reset a metric: torchmetrics' ``forward`` or Lightning's reset where one of them is the caller
+    or calls through another library's wrappers; otherwise the direct caller (a user's reset)."""
+    first = frame.f_code
+    for _ in range(_RESET_CALLER_DEPTH):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code in _FORWARD_CODES or code in _LIGHTNING_RESET_CODES:
+            return code
+        frame = frame.f_back
+    return first
+
+
 def _reduction_name(fn: Any) -> str:
     return _REDUCTIONS.get(fn, _OTHER)
 
@@ -152,7 +171,7 @@ class _ResetTap:
         tap = self.tap
         if tap is None:
             return type(self.metric).reset(self.metric, *args, **kwargs)
-        caller = sys._getframe(1).f_code
+        caller = _reset_caller(sys._getframe(1))
         user = caller not in _FORWARD_CODES
         if user:
             tap.on_user_reset(by_lightning=caller in _LIGHTNING_RESET_CODES)
