@@ -7,6 +7,7 @@ Tests start it with :func:`launch`, which kills the whole process group when it 
 """
 
 import argparse
+import atexit
 import json
 import os
 import signal
@@ -54,6 +55,12 @@ def count_collectives():
         setattr(dist, name, wrapper)
 
 
+def record_exit(path):
+    """At interpreter exit: whether the default process group is still alive (left to interpreter teardown)."""
+    with open(path, "w") as fh:
+        json.dump({"group_alive": dist.is_available() and dist.is_initialized()}, fh)
+
+
 class StepWindow(Callback):
     def on_train_batch_start(self, *a):
         IN_STEP[0] = True
@@ -98,6 +105,8 @@ class DDPModel(LightningModule):
 
     def setup(self, stage):
         count_collectives()
+        # registered before lmlogger's first exchange, so it runs after lmlogger's own exit handler
+        atexit.register(record_exit, os.path.join(self.out, f"exit{self.global_rank}.json"))
 
     def training_step(self, batch, batch_idx):
         x, y = batch

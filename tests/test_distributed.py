@@ -105,6 +105,13 @@ def test_collectives_zero_per_step_one_per_closed_epoch(run, tmp_path):
     assert wrapped["other"] - plain["other"] == 4  # nothing else: no hidden syncs at epoch end either
 
 
+def test_no_rank_leaves_its_gloo_group_to_interpreter_teardown(run):
+    """Each rank destroyed the default gloo group at exit, before the interpreter's teardown (a group left to it
+    ends a rank with "terminate called without an active exception", or a hang, now and then)."""
+    out, _ = run
+    assert [read_json(os.path.join(out, f"exit{rank}.json")) for rank in (0, 1)] == [{"group_alive": False}] * 2
+
+
 def test_on_mismatch_raise_raises_on_every_rank_without_hanging(tmp_path):
     """Ranks judge with rank 0's logged values, so "raise" stops all ranks together (no deadlock)."""
     proc = ddp_run.launch(tmp_path, "ddp_spawn", "--on-mismatch", "raise")

@@ -17,7 +17,10 @@ schedulers (``"monitor"`` in ``configure_optimizers``), a :class:`DecisionTracke
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,8 +31,25 @@ from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lmlogger.records._errors import warn_user
-from lmlogger.records._records import SCHEMA_VERSION, DecisionRecord, VerificationRecord, json_number, worst
-from lmlogger.records._replay import CHECKPOINT, EARLY_STOPPING, LR_SCHEDULER, Decision, DecisionReplay
+from lmlogger.records._records import (
+    SCHEMA_VERSION,
+    VERDICTS,
+    DecisionRecord,
+    VerificationRecord,
+    from_json,
+    json_number,
+    to_json,
+    worst,
+)
+from lmlogger.records._replay import (
+    CHECKPOINT,
+    EARLY_STOPPING,
+    KINDS,
+    LR_SCHEDULER,
+    Decision,
+    DecisionReplay,
+    replay_records,
+)
 from lmlogger.runtime import _lightning
 
 if TYPE_CHECKING:
@@ -107,6 +127,108 @@ def _lrs(scheduler: Any) -> list[float]:
     return [float(group["lr"]) for group in scheduler.optimizer.param_groups]
 
 
+# -- the stamp of a checkpoint a run resumes from: input, validated field by field ----------------------
+_MAX_INT = 2**63  # the largest integer a record field may hold (records/_records.py)
+_MISSING = object()
+
+
+def _count(value: Any) -> bool:
+    """An epoch or step count as a record holds it: a whole number >= 0, not a bool, not a float."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_INT
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# The stamp's fields (``payload``) and the check each must pass; unknown fields are ignored (newer versions).
+_STAMP_FIELDS: dict[str, tuple[str, Any]] = {
+    "schema": ("a whole number", _count),
+    "lmlogger": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "epoch": ("a whole number >= 0", _count),
+    "global_step": ("a whole number >= 0", _count),
+    "saved_by": ("a dict or null", lambda v: v is None or isinstance(v, dict)),
+    "monitors": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(m, str) for m in v)),
+    "monitor_verdict": ("a verdict or null", lambda v: v is None or v in VERDICTS),
+    "keys": ("a dict", lambda v: isinstance(v, dict)),
+    "decisions": ("a list", lambda v: isinstance(v, list)),
+    "replays": ("a list", lambda v: isinstance(v, list)),
+    "pending": ("a list", lambda v: isinstance(v, list)),
+    "sidecar": ("a string or null", lambda v: v is None or isinstance(v, str)),
+}
+
+
+def _seed_problem(seed: Any, epoch: int | None, step: int | None) -> str | None:
+    """Why one ``replays`` entry of a stamp cannot seed a replay (``None``: it can).
+
+    The entry is loaded into a fresh replay, exercised on a copy, and its seed record is read back exactly as
+    the audit reads it, so a seed that passes can neither break the run's tracking nor its sidecar."""
+    if not isinstance(seed, dict):
+        return f"not a dict ({type(seed).__name__})"
+    for name in ("callback", "kind", "monitor"):
+        if not isinstance(seed.get(name), str):
+            return f"its `{name}` is {_show(seed.get(name))}, not a string"
+    if seed["kind"] not in KINDS:
+        return f"its `kind` is {_show(seed['kind'])}"
+    if not isinstance(seed.get("config"), dict):
+        return "its `config` is not a dict"
+    if seed.get("verdict") is not None and seed.get("verdict") not in VERDICTS:
+        return f"its `verdict` is {_show(seed.get('verdict'))}"
+    if seed.get("key") is not None and not isinstance(seed.get("key"), str):
+        return f"its `key` is {_show(seed.get('key'))}, not a string"
+    try:
+        config = {k: _plain(v) for k, v in seed["config"].items()}
+        replay = DecisionReplay(seed["callback"], seed["kind"], seed["monitor"], None, config)
+        replay.load(seed)
+        trial = copy.deepcopy(replay)
+        trial.decision()
+        trial.feed(epoch or 0, step, 0.0, 0.0, "match")
+        trial.decision()
+        record = DecisionRecord(
+            callback=seed["callback"],
+            kind=seed["kind"],
+            monitor=seed["monitor"],
+            key=replay.key,
+            config=config,
+            epoch=epoch or 0,
+            step=step,
+            logged=None,
+            reference=None,
+            verdict=replay.verdict or "unverified",
+            state=replay.state(),
+        )
+        replay_records([from_json(json.loads(json.dumps(to_json(record), allow_nan=False)))])
+    except Exception as err:  # any field the replays cannot use
+        return f"its state cannot be replayed ({type(err).__name__}: {str(err)[:80]})"
+    return None
+
+
+def read_stamp(entry: Any) -> tuple[int | None, int | None, dict[str, dict[str, Any]], list[str]]:
+    """``(epoch, global_step, {callback label: replay state}, problems)`` of a checkpoint's ``lmlogger`` entry.
+
+    Every field is checked; what is valid is used, each invalid field is named in ``problems``."""
+    if not isinstance(entry, dict):
+        return None, None, {}, [f"the entry is {type(entry).__name__}, not a dict"]
+    problems = [
+        f"`{name}` is {_show(entry[name])}, not {want}"
+        for name, (want, ok) in _STAMP_FIELDS.items()
+        if name in entry and not ok(entry[name])
+    ]
+    epoch = entry.get("epoch") if _count(entry.get("epoch")) else None
+    step = entry.get("global_step") if _count(entry.get("global_step")) else None
+    seeds: dict[str, dict[str, Any]] = {}
+    replays = entry.get("replays")
+    for i, seed in enumerate(replays if isinstance(replays, list) else []):
+        problem = _seed_problem(seed, epoch, step)
+        if problem is not None:
+            label = seed.get("callback") if isinstance(seed, dict) and isinstance(seed.get("callback"), str) else i
+            problems.append(f"`replays[{i}]` ({_show(label)}): {problem}")
+        elif seed["callback"] not in seeds:
+            seeds[seed["callback"]] = seed
+    return epoch, step, seeds, problems
+
+
 class DecisionTracker:
     """See module docstring. One per :class:`~lmlogger.runtime._session.Session`."""
 
@@ -114,7 +236,8 @@ class DecisionTracker:
         self.session = session
         self.watched: list[_Watched] = []
         self.by_target: dict[int, _Watched] = {}
-        self.patched: list[tuple[Any, str]] = []
+        self.patched: list[tuple[Any, str, Any, Any]] = []  # (object, name, what it held before, our wrapper)
+        self.detached = False
         self.latest: dict[str, VerificationRecord] = {}
         self.saving: _Watched | None = None
         self.resumed_at: tuple[Any, Any] = (None, None)
@@ -124,12 +247,16 @@ class DecisionTracker:
         self.unwritten: list[DecisionRecord] = []  # seed records, written with the first records of the run
 
     # -- setup / teardown -----------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, rescan: bool = False) -> None:
+        """Wrap the monitoring callbacks of ``trainer.callbacks`` (``rescan``: only those not tracked yet)."""
         trainer = self.session.trainer
-        self._read_seeds(trainer)
+        if not rescan:
+            self._read_seeds(trainer)
         # the callback classes of every loaded namespace: lightning.pytorch's and pytorch_lightning's
         checkpoints, stoppers = _lightning.classes("ModelCheckpoint"), _lightning.classes("EarlyStopping")
         for callback in list(trainer.callbacks):
+            if id(callback) in self.by_target:
+                continue
             if isinstance(callback, checkpoints) and callback.monitor is not None:
                 watched = self._watch(
                     callback,
@@ -160,6 +287,8 @@ class DecisionTracker:
                     },
                 )
                 self._patch(callback, "_evaluate_stopping_criteria", self._stopping_wrapper(watched))
+        if rescan:
+            return
         loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
         if loop is not None and hasattr(loop, "_update_learning_rates"):
             self._patch(loop, "_update_learning_rates", self._scheduler_wrapper(loop))
@@ -168,15 +297,19 @@ class DecisionTracker:
         """A run resumed from a checkpoint saved during a verified run goes on from its decisions so far.
 
         Lightning holds the loaded checkpoint until the run starts (``_CheckpointConnector._loaded_checkpoint``,
-        cleared by ``resume_end`` after ``log_graph``, where the session starts)."""
+        cleared by ``resume_end`` after ``log_graph``, where the session starts). The entry is input: each field
+        is checked (:func:`read_stamp`), the valid ones are used and the others named in one warning."""
         loaded = getattr(getattr(trainer, "_checkpoint_connector", None), "_loaded_checkpoint", None)
-        entry = loaded.get(CHECKPOINT_KEY) if isinstance(loaded, dict) else None
-        if not isinstance(entry, dict):
+        if not isinstance(loaded, dict) or CHECKPOINT_KEY not in loaded:
             return
-        self.resumed_at = (entry.get("epoch"), entry.get("global_step"))
-        for state in entry.get("replays") or []:
-            if isinstance(state, dict) and isinstance(state.get("callback"), str):
-                self.seeds[state["callback"]] = state
+        epoch, step, self.seeds, problems = read_stamp(loaded[CHECKPOINT_KEY])
+        self.resumed_at = (epoch, step)
+        if problems:
+            _warn(
+                f"lmlogger: the checkpoint's `{CHECKPOINT_KEY}` entry has invalid fields, not used: "
+                + "; ".join(problems)
+                + ". The resumed run is verified as usual; decisions without a valid state start afresh."
+            )
 
     def _watch(self, target: Any, kind: str, monitor: str, config: dict[str, Any]) -> _Watched:
         name = type(target).__name__
@@ -213,25 +346,62 @@ class DecisionTracker:
         self.by_target[id(target)] = watched
         return watched
 
-    def _patch(self, obj: Any, name: str, wrapper: Any) -> None:
-        original = getattr(obj, name)
-        wrapped = functools.wraps(original)(wrapper(original))
-        wrapped.__lmlogger_wrapper__ = True
-        obj.__dict__[name] = wrapped
-        self.patched.append((obj, name))
+    def _patch(self, obj: Any, name: str, wrapper: Any) -> bool:
+        """Wrap ``obj.name`` on the instance; ``False`` (nothing changed) where it cannot be.
+
+        What the instance held before (another library's instance-level wrapper) is what the wrapper calls and
+        what :meth:`detach` puts back."""
+        try:
+            holder = obj.__dict__
+            previous = holder.get(name, _MISSING)
+            original = getattr(obj, name)
+            if not callable(original) or isinstance(inspect.getattr_static(type(obj), name, None), property):
+                return False
+            wrapped = functools.wraps(original)(wrapper(original))
+            holder[name] = wrapped
+        except Exception:  # no instance dict (slots), a read-only attribute: not tracked, never in the way
+            return False
+        self.patched.append((obj, name, previous, wrapped))
+        return True
 
     def detach(self) -> None:
-        """Restore every wrapped method (idempotent)."""
+        """Restore every wrapped method (idempotent).
+
+        Where another library wrapped the method after lmlogger, its wrapper stays (removing ours would remove
+        it too) and ours, below it, is a pass-through from now on (``self.detached``)."""
         try:
             self.finish()
         finally:
-            for obj, name in self.patched:
-                current = obj.__dict__.get(name)
-                if getattr(current, "__lmlogger_wrapper__", False):
-                    del obj.__dict__[name]
+            self.detached = True
+            for obj, name, previous, wrapped in self.patched:
+                holder = getattr(obj, "__dict__", {})
+                if holder.get(name) is not wrapped:
+                    continue
+                if previous is _MISSING:
+                    del holder[name]
+                else:
+                    holder[name] = previous
             self.patched.clear()
 
+    def scan(self) -> None:
+        """Track the checkpoint / early-stopping callbacks added to ``trainer.callbacks`` since the run started."""
+        if not self.detached and not self.finished:
+            self.start(rescan=True)
+
+    def _untracked(self) -> list[str]:
+        """The monitoring callbacks in ``trainer.callbacks`` whose decisions were never tracked."""
+        out = []
+        watched_classes = _lightning.classes("ModelCheckpoint") + _lightning.classes("EarlyStopping")
+        for callback in list(getattr(self.session.trainer, "callbacks", None) or []):
+            monitors = isinstance(callback, watched_classes) and getattr(callback, "monitor", None)
+            if monitors and id(callback) not in self.by_target:
+                out.append(f"{type(callback).__name__}(monitor={callback.monitor!r})")
+        return out
+
     # -- the wrappers: the callback's own method runs once, unchanged; lmlogger's part never raises --------
+    # Each wrapper takes and passes ``*args, **kwargs`` exactly as received and returns what the method
+    # returns: a subclass may add parameters, or call the method itself with other arguments. What lmlogger
+    # needs is read by name or position; a call it cannot read is recorded as nothing.
     def _guard(self, where: str, fn: Any, *args: Any) -> Any:
         """``fn(*args)``; lmlogger's own failure becomes one warning (and ``False``), never an exception."""
         try:
@@ -240,18 +410,43 @@ class DecisionTracker:
             self.session._internal_error(where, err)
             return False
 
+    @staticmethod
+    def _argument(signature: Any, args: tuple, kwargs: dict, name: str, position: int) -> Any:
+        """The argument ``name`` of one call (by the method's own signature; else by keyword or position)."""
+        if signature is not None:
+            try:
+                arguments = signature.bind(*args, **kwargs).arguments
+            except TypeError:
+                arguments = {}
+            if name in arguments:
+                return arguments[name]
+        if name in kwargs:
+            return kwargs[name]
+        return args[position] if len(args) > position else _MISSING
+
+    @staticmethod
+    def _signature(fn: Any) -> Any:
+        try:
+            return inspect.signature(fn)
+        except (TypeError, ValueError):
+            return None
+
     def _checkpoint_wrapper(self, watched: _Watched) -> Any:
         def wrapper(original: Any) -> Any:
-            def _save_topk_checkpoint(trainer: Any, monitor_candidates: dict[str, Any]) -> None:
-                callback = watched.target
-                current = monitor_candidates.get(callback.monitor) if callback.save_top_k != 0 else None
-                read = None
-                if current is not None:
-                    read = self._guard("recording a checkpoint decision", self._read, watched, trainer, current)
-                score = callback.current_score
+            signature = self._signature(original)
+
+            def _save_topk_checkpoint(*args: Any, **kwargs: Any) -> Any:
+                if self.detached:
+                    return original(*args, **kwargs)
+                read = score = None
+                begun = self._guard(
+                    "recording a checkpoint decision", self._before_checkpoint, watched, signature, args, kwargs
+                )
+                if isinstance(begun, tuple):
+                    read, score = begun
                 self.saving = watched
                 try:
-                    original(trainer, monitor_candidates)
+                    return original(*args, **kwargs)
                 finally:
                     self.saving = None
                     if isinstance(read, _Read):
@@ -260,6 +455,19 @@ class DecisionTracker:
             return _save_topk_checkpoint
 
         return wrapper
+
+    def _before_checkpoint(
+        self, watched: _Watched, signature: Any, args: tuple, kwargs: dict
+    ) -> tuple[_Read | None, Any] | None:
+        callback = watched.target
+        candidates = self._argument(signature, args, kwargs, "monitor_candidates", 1)
+        if not hasattr(candidates, "get"):
+            return None  # a call lmlogger cannot read: nothing recorded
+        current = candidates.get(callback.monitor) if getattr(callback, "save_top_k", 1) != 0 else None
+        score = getattr(callback, "current_score", None)
+        if current is None:
+            return None, score
+        return self._read(watched, self.session.trainer, current), score
 
     def _after_checkpoint(self, watched: _Watched, read: _Read, score: Any) -> None:
         callback = watched.target
@@ -277,12 +485,17 @@ class DecisionTracker:
 
     def _stopping_wrapper(self, watched: _Watched) -> Any:
         def wrapper(original: Any) -> Any:
-            def _evaluate_stopping_criteria(current: Any) -> Any:
-                trainer = self.session.trainer
-                read = self._guard("recording an early-stopping decision", self._read, watched, trainer, current)
-                result = original(current)
+            signature = self._signature(original)
+
+            def _evaluate_stopping_criteria(*args: Any, **kwargs: Any) -> Any:
+                if self.detached:
+                    return original(*args, **kwargs)
+                read = self._guard(
+                    "recording an early-stopping decision", self._before_stopping, watched, signature, args, kwargs
+                )
+                result = original(*args, **kwargs)
                 if isinstance(read, _Read):
-                    read.observed = {"stop": bool(result[0]) if isinstance(result, tuple) else None}
+                    read.observed = {"stop": bool(result[0]) if isinstance(result, tuple) and result else None}
                     self._guard("recording an early-stopping decision", self._done, watched, read)
                 return result
 
@@ -290,13 +503,24 @@ class DecisionTracker:
 
         return wrapper
 
+    def _before_stopping(self, watched: _Watched, signature: Any, args: tuple, kwargs: dict) -> _Read | None:
+        current = self._argument(signature, args, kwargs, "current", 0)
+        if isinstance(current, Tensor) and current.numel() != 1:
+            return None
+        if not isinstance(current, (Tensor, int, float)) or isinstance(current, bool):
+            return None  # a call lmlogger cannot read: nothing recorded
+        return self._read(watched, self.session.trainer, current)
+
     def _scheduler_wrapper(self, loop: Any) -> Any:
         def wrapper(original: Any) -> Any:
-            def _update_learning_rates(*args: Any, **kwargs: Any) -> None:
+            def _update_learning_rates(*args: Any, **kwargs: Any) -> Any:
+                if self.detached:
+                    return original(*args, **kwargs)
                 before = self._guard("recording a scheduler decision", self._schedulers_before)
-                original(*args, **kwargs)
+                result = original(*args, **kwargs)
                 if isinstance(before, list) and before:
                     self._guard("recording a scheduler decision", self._schedulers_after, before)
+                return result
 
             return _update_learning_rates
 
@@ -445,6 +669,12 @@ class DecisionTracker:
         if self.finished:
             return
         self.finished = True
+        untracked = self._guard("finding the callbacks that act on logged values", self._untracked)
+        if untracked:
+            _warn(
+                f"lmlogger: {', '.join(untracked)} joined trainer.callbacks after the last epoch began; lmlogger "
+                "did not track its decisions (callbacks present when an epoch begins are tracked)."
+            )
         for watched in self.watched:
             for read in watched.queue:
                 if read.verdict is None:
@@ -472,12 +702,21 @@ class DecisionTracker:
             records, self.unwritten = [*self.unwritten, *records], []
         if rank_zero_only.rank != 0 or not records:
             return
+        records = [r for r in records if self._guard("writing a decision record", self._readable, r) is True]
+        if not records:
+            return
         decisions = self.decisions()
         for logger in self.session.loggers:
             sink = logger._lml_sink
             write = getattr(sink, "write_decisions", None)
             if write is not None:
                 write(records, decisions)
+
+    @staticmethod
+    def _readable(record: DecisionRecord) -> bool:
+        """``True``, or the :class:`RecordError` that a reader would meet (a record is written only if readable)."""
+        from_json(json.loads(json.dumps(to_json(record), allow_nan=False)))
+        return True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the run's verification into a checkpoint being saved (plain Python types only)."""
@@ -531,3 +770,9 @@ class DecisionTracker:
             "pending": pending,
             "sidecar": next((lg.sidecar_path for lg in self.session.loggers if lg.sidecar_path), None),
         }
+
+
+def _warn(message: str) -> None:
+    """One warning on rank zero, at the user's ``trainer.fit(...)`` line (as the key warnings)."""
+    if rank_zero_only.rank == 0:
+        warn_user(message)

@@ -3,10 +3,19 @@
 Every rank calls :meth:`Exchange.gather` at the same window boundary (callback hooks run on all
 ranks in the same order), exactly once per closed epoch, whatever keys it logged. Nothing is
 exchanged per step.
+
+A process that took part in the exchange over a gloo group destroys the default process group at
+interpreter exit (an ``atexit`` handler, registered once, that does nothing if the group is gone
+already). Lightning never destroys a gloo group (it does so for NCCL only), so without it the group's
+C++ worker threads, and the last collectives' work objects with the tensors they hold, are torn down
+during interpreter finalization, when the interpreter can no longer be entered: a rank then ends
+with "terminate called without an active exception" (SIGABRT), or hangs, at exit. Destroying the
+group while the interpreter is still whole joins those threads first; at that point the run is over.
 """
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 import torch.distributed as dist
@@ -25,6 +34,25 @@ def _to_cpu(obj: Any) -> Any:
     if hasattr(obj, "__dataclass_fields__"):
         return type(obj)(**{k: _to_cpu(getattr(obj, k)) for k in obj.__dataclass_fields__})
     return obj
+
+
+_release_registered = False
+
+
+def _release_at_exit() -> None:
+    """``atexit``: destroy a gloo default process group still alive (see module docstring); never raises."""
+    try:
+        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+            dist.destroy_process_group()
+    except Exception:  # exiting anyway: nothing to report to
+        pass
+
+
+def _release_on_exit() -> None:
+    global _release_registered
+    if not _release_registered:
+        _release_registered = True
+        atexit.register(_release_at_exit)
 
 
 class Exchange:
@@ -51,6 +79,7 @@ class Exchange:
         """
         if self.world_size == 1:
             return {k: [v] for k, v in tensors.items()}, dict(pieces), logged
+        _release_on_exit()
         payload = (_to_cpu(tensors), _to_cpu(pieces), logged)
         out: list[Any] = [None] * self.world_size
         Exchange.collectives += 1

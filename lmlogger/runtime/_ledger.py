@@ -66,6 +66,26 @@ def _lightning_reset_codes() -> frozenset[Any]:
     return frozenset(code for ns in _lightning.loaded() if (code := ns.result_reset_code) is not None)
 
 
+#: How many frames above a reset to look for torchmetrics' or Lightning's own reset: the caller itself, or the
+#: caller of up to two wrappers another library put on the instance's ``reset`` (on top of lmlogger's tap).
+_RESET_CALLER_DEPTH = 3
+
+
+def _reset_caller(frame: Any) -> Any:
+    """The code that reset a metric: torchmetrics' ``forward`` or Lightning's reset where one of them is the caller
+    or calls through another library's wrappers; otherwise the direct caller (a user's reset)."""
+    first = frame.f_code
+    lightning_resets = _lightning_reset_codes()
+    for _ in range(_RESET_CALLER_DEPTH):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code in _FORWARD_CODES or code in lightning_resets:
+            return code
+        frame = frame.f_back
+    return first
+
+
 def _reduction_name(fn: Any) -> str:
     return _REDUCTIONS.get(fn, _OTHER)
 
@@ -147,16 +167,20 @@ class _ResetTap:
 
     def __init__(self, metric: Metric, tap: MetricTap) -> None:
         self.metric = metric
-        self.tap = tap
+        self.tap: MetricTap | None = tap  # None: the run ended, this tap is a plain pass-through
 
-    def __call__(self) -> None:
-        caller = sys._getframe(1).f_code
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tap = self.tap
+        if tap is None:
+            return type(self.metric).reset(self.metric, *args, **kwargs)
+        caller = _reset_caller(sys._getframe(1))
         user = caller not in _FORWARD_CODES
         if user:
-            self.tap.on_user_reset(by_lightning=caller in _lightning_reset_codes())
-        type(self.metric).reset(self.metric)
+            tap.on_user_reset(by_lightning=caller in _lightning_reset_codes())
+        result = type(self.metric).reset(self.metric, *args, **kwargs)
         if user:
-            self.tap.after_reset()
+            tap.after_reset()
+        return result
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _PassThroughReset:
         return _PassThroughReset(copy.deepcopy(self.metric, memo))
@@ -180,15 +204,17 @@ class _ResultTap:
         self.name = name
         self.saved = saved
         self.on_call = on_call  # told of every call (MinMaxMetric: each compute() moves its max/min)
+        self.active = True  # False: the run ended, this tap is a plain pass-through
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.saved is _MISSING:
             result = getattr(type(self.metric), self.name)(self.metric, *args, **kwargs)
         else:
             result = self.saved(*args, **kwargs)
-        self.metric.__dict__["_lml_" + self.name] = result
-        if self.on_call is not None:
-            self.on_call()
+        if self.active:
+            self.metric.__dict__["_lml_" + self.name] = result
+            if self.on_call is not None:
+                self.on_call()
         return result
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
@@ -253,6 +279,7 @@ class MetricTap:
         self.computes_since_reset = 0
         self.compute_rank = 0
         self.resets = 0  # resets seen (by user code or Lightning)
+        self._installed_taps: list[Any] = []  # the _ResetTap / _ResultTap objects this tap put on the instance
 
     def _count(self) -> int:
         metric = self.metric
@@ -266,7 +293,8 @@ class MetricTap:
     def install(self) -> None:
         metric = self.metric
         if not self._installed and "reset" not in metric.__dict__:
-            metric.__dict__["reset"] = _ResetTap(metric, self)
+            reset = metric.__dict__["reset"] = _ResetTap(metric, self)
+            self._installed_taps = [reset]
             self._installed = True
             if _caches_nothing(metric):
                 # Wrappers and compositions cache no result (``_computed``/``_forward_cache``): remember the
@@ -274,18 +302,26 @@ class MetricTap:
                 for name in ("compute", "forward"):
                     self._saved[name] = metric.__dict__.get(name, _MISSING)
                     on_call = self._on_compute if name == "compute" else None
-                    metric.__dict__[name] = _ResultTap(metric, name, self._saved[name], on_call)
+                    tap = metric.__dict__[name] = _ResultTap(metric, name, self._saved[name], on_call)
+                    self._installed_taps.append(tap)
 
     def remove(self) -> None:
+        """Put back what the instance held; a tap another library has wrapped since stays below its wrapper (removing
+        it would remove that wrapper too) as a plain pass-through."""
         metric = self.metric
-        if self._installed and isinstance(metric.__dict__.get("reset"), _ResetTap):
-            del metric.__dict__["reset"]
-        for name, saved in self._saved.items():
-            if isinstance(metric.__dict__.get(name), _ResultTap):
+        for tap in self._installed_taps:
+            tap_name = "reset" if isinstance(tap, _ResetTap) else tap.name
+            if isinstance(tap, _ResetTap):
+                tap.tap = None
+            else:
+                tap.active = False
+            if metric.__dict__.get(tap_name) is tap:
+                saved = self._saved.get(tap_name, _MISSING)
                 if saved is _MISSING:
-                    del metric.__dict__[name]
+                    del metric.__dict__[tap_name]
                 else:
-                    metric.__dict__[name] = saved
+                    metric.__dict__[tap_name] = saved
+        self._installed_taps = []
         self._saved = {}
         self._installed = False
 

@@ -248,16 +248,19 @@ class _UpdateTap:
     def __init__(self, metric: Metric, original: Any, accountant: SampleAccountant) -> None:
         self.metric = metric
         self.original = original
-        self.accountant = accountant
+        self.accountant: SampleAccountant | None = accountant
         self.second_half = False  # forward() with full state update calls update twice per batch
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        accountant = self.accountant
+        if accountant is None:  # the run ended below another library's wrapper: a plain pass-through
+            return self.original(*args, **kwargs)
         accumulating = True
         if _FULL_STATE_CODE is not None and sys._getframe(1).f_code is _FULL_STATE_CODE:
             accumulating = not self.second_half  # the second call only computes the batch value
             self.second_half = not self.second_half
         if accumulating:
-            self.accountant.on_update(self.metric, args, kwargs)
+            accountant.on_update(self.metric, args, kwargs)
         return self.original(*args, **kwargs)
 
 
@@ -356,6 +359,8 @@ class SampleAccountant:
         for metric, _, wrapper in self.watched.values():
             if metric.__dict__.get("update") is wrapper:
                 metric.__dict__["update"] = wrapper.original
+            else:  # another library wrapped ours since: its wrapper stays, ours passes through
+                wrapper.accountant = None
         self.watched.clear()
         self.step = None
 

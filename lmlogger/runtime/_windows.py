@@ -82,6 +82,7 @@ class WindowCallback:
             self._guard("closing the training epoch", s.close, s.open_train)
         s.open_train = ("train", trainer.current_epoch)
         self._guard("starting the training epoch", s.begin, s.open_train)
+        self._guard("finding the callbacks that act on logged values", s.decisions.scan)  # added in a hook
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         s = self.session
@@ -131,6 +132,7 @@ class WindowCallback:
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._eval_start(trainer, "val")
+        self._guard("finding the callbacks that act on logged values", self.session.decisions.scan)
 
     def on_validation_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
