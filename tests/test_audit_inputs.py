@@ -359,7 +359,7 @@ def test_markdown_cells_stay_cells(tmp_path):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) == 3  # header + two keys: the newline did not start a new line
     for row in rows:
-        assert len(re.findall(r"(?<!\\)\|", row)) == 11  # 10 cells: no unescaped pipe inside a cell
+        assert len(re.findall(r"(?<!\\)\|", row)) == 12  # 11 cells: no unescaped pipe inside a cell
     (evil_row,) = [row for row in rows if "img" in row]
     for cell in (evil_row.split(" | ")[0][2:], evil_row.split(" | ")[-1][:-2]):  # the key and the fix
         fence = re.match(r"`+", cell).group(0)  # a code span, literal: no HTML, links or mentions render

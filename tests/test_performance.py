@@ -133,12 +133,13 @@ def test_memory_does_not_grow_with_logged_steps(tmp_path):
 
 
 def test_own_work_per_call_stays_a_small_share_of_the_fit(tmp_path):
-    """Quick mode of `benchmarks/profile_overhead.py`: a 150-step logging-heavy fit wrapped, under cProfile.
+    """Quick mode of `benchmarks/profile_overhead.py`: a 300-step logging-heavy fit wrapped, under cProfile.
     lmlogger's own work (its frames and what they call, forwarded calls left out) stays a small share of the
     fit's profiled time (a ratio within one process, so it holds on a loaded machine; ~4 % when this guard was
     written, bound at 12 %), and lmlogger makes a bounded number of function calls per `self.log`, steps'
-    callbacks and taps included (deterministic; ~15 when written): a per-call stack walk, copy or scan of the
-    module's metrics would break one or the other."""
+    callbacks and taps included (deterministic; ~15 when written, ~21 at steady state and ~24 at 300 steps once
+    sample-grain evidence, key coverage and functional shadows joined, hence the bound of 30): a per-call stack
+    walk, copy or scan of the module's metrics would break one or the other."""
     import json
     import os
     import subprocess
@@ -148,10 +149,10 @@ def test_own_work_per_call_stays_a_small_share_of_the_fit(tmp_path):
     script = os.path.join(root, "benchmarks", "profile_overhead.py")
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, script, "--steps", "150", "--json"], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, script, "--steps", "300", "--json"], capture_output=True, text=True, env=env, timeout=600
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["steps"] == 150 and result["log_calls"] == 750
+    assert result["steps"] == 300 and result["log_calls"] == 1500
     assert result["own_share"] < 0.12, result
-    assert result["calls_per_log"] < 20, result
+    assert result["calls_per_log"] < 30, result

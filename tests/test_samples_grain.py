@@ -274,7 +274,9 @@ def test_forward_value_weighted_by_the_wrong_tensor_has_both_findings_and_a_batc
     assert key.provenance == "metric_forward" and key.verdict == "mismatch"
     assert set(key.findings) == {"batch-values-averaged", "weight-mismatch"}
     assert "batch_size=" in key.fix and "16 where Lightning weighted it 10" in key.fix
-    assert key.fix.startswith('self.log("acc", self.acc, on_epoch=True')  # the object still fixes it
+    assert key.fix.startswith(
+        'self.acc.update(p, y); self.log("acc", self.acc, on_epoch=True'
+    )  # the object still fixes it
     for epoch in key.epochs:
         p, t = (torch.cat(v) for v in zip(*model.preds[("train", epoch.epoch)], strict=True))
         assert epoch.reference == pytest.approx(float(FC.binary_accuracy(p, t)), rel=1e-6)

@@ -229,7 +229,7 @@ def test_sum_and_cat_states_are_corrected_exactly(alone):
 def test_forward_values_keep_their_own_finding_and_get_the_padding_one(alone):
     _, keys = alone
     assert keys["f1_forward"].findings == ["batch-values-averaged", "padded-duplicates"]
-    assert keys["f1_forward"].fix.startswith('self.log("f1_forward", self.f1_forward')
+    assert keys["f1_forward"].fix.startswith('self.f1_forward.update(p, y); self.log("f1_forward", self.f1_forward')
 
 
 def test_max_state_cannot_be_corrected_and_says_why(alone):

@@ -109,7 +109,7 @@ def test_tensorboard_has_reference_scalars_text_table_and_layout(run):
         assert ref[e.step] == pytest.approx(model.rec.true(f1, ("train", e.epoch, 0)), rel=1e-5)
         assert scalars["f1_compute"][e.step] == pytest.approx(e.logged, rel=1e-6)
     table = texts[-1]
-    assert "| f1_compute | metric_compute | training_step |" in table
+    assert "* f1_compute: metric_compute in training_step; vouches for samples" in table
     assert "mismatch" in table and "running-value-averaged" in table
     charts = {c.title: list(c.multiline.tag) for cat in layouts[-1].category for c in cat.chart}
     assert charts["f1_compute (logged) vs lmlogger/reference/f1_compute (reference)"] == [

@@ -177,7 +177,7 @@ class RunReport:
     @property
     def blind(self) -> bool:
         """Whether lmlogger saw none of the ``self.log`` calls whose keys the logger received: nothing in the run
-        was verified (see :mod:`lmlogger.records._coverage`)."""
+        was verified (see ``lmlogger.records._coverage``)."""
         return blind_line(self.keys) is not None
 
     def counts(self) -> dict[str, int]:

@@ -62,8 +62,17 @@ _FORWARD_CODES = frozenset(
 
 def _lightning_reset_codes() -> frozenset[Any]:
     """Lightning resets a logged metric object itself, after computing its epoch value: not a user's reset
-    (``_ResultMetric.reset`` of every loaded namespace)."""
-    return frozenset(code for ns in _lightning.loaded() if (code := ns.result_reset_code) is not None)
+    (``_ResultMetric.reset`` of every loaded namespace).
+
+    Asked at every reset (torchmetrics' ``forward`` resets too, once per step): the set is kept until a module
+    is imported (a namespace loaded later changes ``len(sys.modules)``), so a step costs one comparison."""
+    if _reset_codes[0] != len(sys.modules):
+        codes = frozenset(code for ns in _lightning.loaded() if (code := ns.result_reset_code) is not None)
+        _reset_codes[:] = [len(sys.modules), codes]
+    return _reset_codes[1]
+
+
+_reset_codes: list[Any] = [-1, frozenset()]  # [len(sys.modules) when computed, the codes]
 
 
 #: How many frames above a reset to look for torchmetrics' or Lightning's own reset: the caller itself, or the
